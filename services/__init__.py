@@ -1,0 +1,1 @@
+"""crossrec: a real-time recommender on Kafka (PredictionIO EventServer + Universal Recommender)."""

@@ -1,0 +1,87 @@
+"""Kafka at the edge: the topic list, topic creation, and producer/consumer settings that suit
+both Apache Kafka and the embedded Tansu broker (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from crossrec.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+
+
+# Mirrors schemas/topics.json (a test keeps them equal).
+TOPICS = (
+    TopicSpec("events", 4),
+    TopicSpec("dead-letter", 1),
+    TopicSpec("item-changes", 1),
+    TopicSpec("model-updates", 1),
+    TopicSpec("rpc-requests", 4),
+)
+
+# Tansu makes every consumer-group join wait session_timeout/2, and answers a fetch only after
+# about fetch_max_wait_ms/2 even when data is waiting: keep both short.
+CONSUMER_SETTINGS = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "fetch_max_wait_ms": 25,
+}
+
+NDJSON = b"application/x-ndjson"
+
+
+async def create_topics(settings: Settings, topics: tuple[TopicSpec, ...] = TOPICS) -> None:
+    """Create every topic explicitly (an auto-created topic would get the broker's default)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.topic(t.name), num_partitions=t.partitions, replication_factor=1)
+            for t in topics
+            if settings.topic(t.name) not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+    """Return once the broker answers metadata requests."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "linger_ms": 5,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "acks": 1,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)

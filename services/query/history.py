@@ -1,0 +1,113 @@
+"""Which of a user's history events a query uses (UR-SPEC §5.3 step 2, crossrec decisions).
+
+History arrives per input event name (an indicator's aliases), newest first, as Redis keeps it.
+Per indicator: its aliases' lists merged newest first, then the first `maxIndicatorsPerQuery`
+(per-indicator cap) events; then, over all indicators, at most `maxQueryEvents` events — the
+newest ones when event times are given, otherwise taken round-robin by recency rank (the i-th
+newest of every indicator before the (i+1)-th of any), so no indicator starves. Without times,
+several aliases of one indicator are concatenated in alias order. Each list is de-duplicated last.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+
+from crossrec.core.query import InvalidQuery
+
+
+def recent(
+    streams: Sequence[Sequence[tuple[Sequence[str], Sequence[int] | None]]],
+    caps: Sequence[int],
+    budget: int,
+) -> list[list[str]]:
+    """Per indicator, the distinct target ids used: `streams[k]` lists (targets, times or None)
+    of indicator k's aliases, each newest first."""
+    if not all(t is not None for s in streams for _, t in s):
+        chosen = [
+            [x for targets, _ in parts for x in targets][:cap]
+            for parts, cap in zip(streams, caps, strict=True)
+        ]
+        counts = round_robin([len(c) for c in chosen], budget)
+        return [list(dict.fromkeys(c[:n])) for c, n in zip(chosen, counts, strict=True)]
+    timed: list[list[tuple[int, str]]] = []  # per indicator: (time, target), newest first
+    for parts, cap in zip(streams, caps, strict=True):
+        merged = heapq.merge(
+            *(zip(t, targets, strict=True) for targets, t in parts),  # type: ignore[arg-type]
+            key=lambda e: -e[0],
+        )
+        timed.append([e for _, e in zip(range(cap), merged, strict=False)])
+    if sum(len(e) for e in timed) > budget:
+        every = [(-t, k, i) for k, events in enumerate(timed) for i, (t, _) in enumerate(events)]
+        counts = [0] * len(timed)
+        for _, k, _ in sorted(every)[:budget]:  # newest first; ties: indicator order, position
+            counts[k] += 1
+        timed = [events[:c] for events, c in zip(timed, counts, strict=True)]
+    return [list(dict.fromkeys(x for _, x in events)) for events in timed]
+
+
+def round_robin(lengths: Sequence[int], budget: int) -> list[int]:
+    """How many of each list to take: the i-th of every list before the (i+1)-th of any, lists
+    in order, `budget` in all."""
+    if sum(lengths) <= budget:
+        return list(lengths)
+    low, high = 0, max(lengths)  # the largest depth whose full rounds fit: binary search
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if sum(min(n, mid) for n in lengths) <= budget else (low, mid - 1)
+    depth = low
+    counts = [min(n, depth) for n in lengths]
+    left = budget - sum(counts)
+    for k, n in enumerate(lengths):
+        if left and n > depth:
+            counts[k] += 1
+            left -= 1
+    return counts
+
+
+def streams_of(
+    aliases: Sequence[Sequence[str]],
+    allowed: set[str] | frozenset[str],
+    history: Mapping[str, Sequence[str]],
+    times: Mapping[str, Sequence[int]] | None,
+) -> list[list[tuple[Sequence[str], Sequence[int] | None]]]:
+    out = []
+    for names in aliases:
+        parts: list[tuple[Sequence[str], Sequence[int] | None]] = []
+        for name in names:
+            targets = history.get(name)
+            if name in allowed and targets:
+                stamps = times.get(name) if times is not None else None
+                if stamps is not None and len(stamps) != len(targets):
+                    raise ValueError(f"history[{name!r}] and times[{name!r}] differ in length")
+                parts.append((targets, stamps))
+        out.append(parts)
+    return out
+
+
+def allowed_events(
+    indicators: Sequence[str], aliases: Sequence[Sequence[str]], event_names: Sequence[str] | None
+) -> set[str]:
+    """The input event names whose history a query may use: all, or those its `eventNames` name
+    (an indicator name stands for its aliases); an unknown name is an invalid query."""
+    events = {a for names in aliases for a in names}
+    if event_names is None:
+        return events
+    allowed: set[str] = set()
+    for name in event_names:
+        if name in indicators:
+            allowed.update(aliases[list(indicators).index(name)])
+        elif name in events:
+            allowed.add(name)
+        else:
+            known = ", ".join(sorted({*indicators, *events}))
+            raise InvalidQuery("eventNames", f"{name!r} is not an event of this model: {known}")
+    return allowed
+
+
+def names_to_read(
+    aliases: Sequence[Sequence[str]], allowed: set[str], blacklist_events: Sequence[str]
+) -> list[str]:
+    """The event names whose history a query reads: the allowed ones, then the blacklist's."""
+    names = [a for names in aliases for a in names if a in allowed]
+    return list(dict.fromkeys([*names, *blacklist_events]))

@@ -1,0 +1,249 @@
+"""The inverted indexes the in-process engine scores with (UR-SPEC §4.1, §5.6).
+
+- `Ids`: batch id -> index lookups and index -> id strings over an IdMap's ids, in about 8 bytes
+  per id on top of the id buffer it shares with the IdMap (CRC-32 sorted, verified byte for byte).
+- `IndicatorIndex`: one indicator's field; correlator value -> documents whose correlator list
+  holds it (the transpose of the model's CSR), with idf per value. Immutable.
+- `PropertyIndex`: property field -> keyword value -> documents (sorted int32 arrays), updatable in
+  place: a change rebuilds only the arrays of the values that changed (O(n_fv) each), so readers
+  always see whole arrays and queries never pay for updates.
+
+idf_f(v) = ln(1 + (N_f − n_fv + 0.5) / (n_fv + 0.5)), N_f = documents with a non-empty field f,
+n_fv = documents whose f holds v — over the whole catalogue (crossrec decision).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from crossrec.core.idmap import IdMap, crc32_many
+from crossrec.core.model import Correlators
+
+EMPTY = np.zeros(0, dtype=np.int32)
+
+
+def idf(n_field: int, n_value: np.ndarray | int) -> np.ndarray:
+    return np.log1p((n_field - np.asarray(n_value, dtype=np.float64) + 0.5) / (n_value + 0.5))
+
+
+def concat_ranges(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """data[s:e] for every (s, e), concatenated (one copy of each slice)."""
+    parts = [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if b > a]
+    return np.concatenate(parts) if parts else data[:0]
+
+
+class Ids:
+    """Id strings of an IdMap: `index(keys)` for many keys at once, `ids(indices)` back.
+
+    Lookups hash each key once (CRC-32, as the IdMap does), find it by binary search in the
+    sorted CRCs and confirm it byte for byte, all vectorised; ids whose CRC another id shares
+    (a few per million) take a slow path."""
+
+    __slots__ = ("_bytes", "_crc", "_data", "_lengths", "_offsets", "_perm", "_shared")
+
+    def __init__(self, ids: IdMap) -> None:
+        arr = ids.to_arrow()
+        _, offsets_buf, data_buf = arr.buffers()
+        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=width)[: len(arr) + 1].astype(np.int64)
+        self._data = memoryview(data_buf if data_buf is not None else b"").cast("B")
+        self._bytes = np.frombuffer(self._data, dtype=np.uint8)
+        self._offsets = offsets
+        self._lengths = np.diff(offsets)
+        crc = crc32_many(self._bytes, offsets[:-1], self._lengths)
+        self._perm = np.argsort(crc, kind="stable").astype(np.int32)
+        self._crc = crc[self._perm]
+        self._shared = frozenset(self._crc[1:][self._crc[1:] == self._crc[:-1]].tolist())
+
+    def __len__(self) -> int:
+        return len(self._perm)
+
+    def arrays(self) -> list[np.ndarray]:
+        """The arrays held beyond the IdMap's own id buffer."""
+        return [self._offsets, self._lengths, self._perm, self._crc]
+
+    def index(self, keys: Sequence[str]) -> np.ndarray:
+        """int64 index of each key, -1 for unknown ones."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not len(keys) or not len(self._perm):
+            return out
+        raw = [k.encode() for k in keys]
+        if len(raw) <= 8:  # a few keys: numpy's per-call overhead would dominate
+            for j, key in enumerate(raw):
+                out[j] = self._scan(key, zlib.crc32(key))
+            return out
+        crc = np.fromiter(map(zlib.crc32, raw), dtype=np.uint32, count=len(raw))
+        at = np.minimum(np.searchsorted(self._crc, crc), len(self._crc) - 1)
+        found = np.flatnonzero(self._crc[at] == crc)
+        cand = self._perm[at[found]].astype(np.int64)
+        sizes = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))[found]
+        same = self._lengths[cand] == sizes
+        found, cand, sizes = found[same], cand[same], sizes[same]
+        total = int(sizes.sum())
+        if total:
+            query = np.frombuffer(b"".join([raw[j] for j in found.tolist()]), dtype=np.uint8)
+            first = np.cumsum(sizes) - sizes
+            position = np.arange(total) + np.repeat(self._offsets[cand] - first, sizes)
+            wrong = self._bytes[position] != query
+            same = np.bincount(np.repeat(np.arange(len(found)), sizes), wrong, len(found)) == 0
+            found, cand = found[same], cand[same]
+        out[found] = cand
+        if self._shared:
+            for j in np.flatnonzero(out < 0).tolist():
+                if int(crc[j]) in self._shared:
+                    out[j] = self._scan(raw[j], int(crc[j]))
+        return out
+
+    def _scan(self, key: bytes, crc: int) -> int:
+        """The index of one key: every id with its CRC, compared byte for byte."""
+        at = int(self._crc.searchsorted(np.uint32(crc)))
+        while at < len(self._crc) and int(self._crc[at]) == crc:
+            i = int(self._perm[at])
+            if self._data[int(self._offsets[i]) : int(self._offsets[i + 1])] == key:
+                return i
+            at += 1
+        return -1
+
+    def id(self, i: int) -> str:
+        return str(self._data[int(self._offsets[i]) : int(self._offsets[i + 1])], "utf-8")
+
+    def ids(self, indices: Iterable[int] | np.ndarray) -> list[str]:
+        idx = np.asarray(indices, dtype=np.int64)
+        data = self._data
+        starts, ends = self._offsets[idx].tolist(), self._offsets[idx + 1].tolist()
+        return [str(data[s:e], "utf-8") for s, e in zip(starts, ends, strict=True)]
+
+    def to_arrow(self) -> pa.Array:
+        return pa.Array.from_buffers(
+            pa.large_string(),
+            len(self),
+            [None, pa.py_buffer(self._offsets), pa.py_buffer(self._data)],
+        )
+
+
+class IndicatorIndex:
+    """Indicator field: value (vocabulary index) -> documents (`docs[indptr[v]:indptr[v+1]]`),
+    idf per value; and per document its own correlators, for item-based queries."""
+
+    def __init__(self, correlators: Correlators, n_docs: int) -> None:
+        self.name = correlators.name
+        self.vocabulary = Ids(correlators.vocabulary)
+        self.rows = correlators.indptr
+        self.values = correlators.indices
+        per_doc = np.diff(correlators.indptr)
+        counts = np.bincount(correlators.indices, minlength=len(correlators.vocabulary))
+        offset = np.int32 if len(correlators.indices) < 2**31 else np.int64
+        self.indptr = np.zeros(len(counts) + 1, dtype=offset)  # the same type as docs: scoring
+        np.cumsum(counts, out=self.indptr[1:])
+        order = np.argsort(correlators.indices, kind="stable")
+        self.docs = np.repeat(np.arange(n_docs, dtype=offset), per_doc)[order]
+        self.n_field = int(np.count_nonzero(per_doc))
+        self.idf = idf(self.n_field, counts)
+
+    def lookup(self, ids: Sequence[str]) -> np.ndarray:
+        """Vocabulary indices of the known ids, once each."""
+        found = self.vocabulary.index(ids)
+        return np.unique(found[found >= 0])
+
+    def row(self, doc: int) -> np.ndarray:
+        if doc + 1 >= len(self.rows):  # a document added after training: no correlators
+            return self.values[:0]
+        return self.values[self.rows[doc] : self.rows[doc + 1]]
+
+    def documents(self, values: np.ndarray) -> np.ndarray:
+        """Every document holding one of the values (once per value it holds)."""
+        return concat_ranges(self.docs, self.indptr[values], self.indptr[values + 1])
+
+
+def keywords(value: Any) -> tuple[str, ...]:
+    """A property value as Elasticsearch keyword terms (UR-SPEC §4.2): strings as they are, numbers
+    and booleans in their JSON form, arrays flattened; null and objects give none. Duplicates
+    count once."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, bool | int | float):
+        return (orjson.dumps(value).decode(),)
+    if isinstance(value, list):
+        return tuple(dict.fromkeys(k for v in value for k in keywords(v)))
+    return ()
+
+
+def indexed(props: Mapping[str, Any] | None, skip: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """field -> keyword values of one document's properties (fields without values left out)."""
+    if not props:
+        return {}
+    out = {}
+    for name, value in props.items():
+        if name not in skip:
+            terms = keywords(value)
+            if terms:
+                out[name] = terms
+    return out
+
+
+class PropertyIndex:
+    """Property field -> keyword value -> sorted int32 documents, with N_f per field."""
+
+    def __init__(self, properties: Sequence[Mapping[str, Any] | None], skip: frozenset[str]):
+        self.skip = skip
+        lists: dict[str, dict[str, list[int]]] = {}
+        self.n_field: dict[str, int] = {}
+        for doc, props in enumerate(properties):
+            for name, terms in indexed(props, skip).items():
+                self.n_field[name] = self.n_field.get(name, 0) + 1
+                values = lists.setdefault(name, {})
+                for term in terms:
+                    values.setdefault(term, []).append(doc)
+        self.fields: dict[str, dict[str, np.ndarray]] = {
+            name: {v: np.asarray(d, dtype=np.int32) for v, d in values.items()}
+            for name, values in lists.items()
+        }
+
+    def postings(self, name: str, values: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, idf per posting) of the distinct values."""
+        field = self.fields.get(name)
+        if not field:
+            return EMPTY, np.zeros(0)
+        arrays = [a for a in (field.get(v) for v in dict.fromkeys(values)) if a is not None]
+        if not arrays:
+            return EMPTY, np.zeros(0)
+        n_field = self.n_field[name]
+        weights = [np.full(len(a), idf(n_field, len(a))) for a in arrays]
+        return np.concatenate(arrays), np.concatenate(weights)
+
+    def update(self, changes: Iterable[tuple[int, Mapping | None, Mapping | None]]) -> None:
+        """Apply (document, old properties, new properties) changes."""
+        adds: dict[tuple[str, str], list[int]] = {}
+        removes: dict[tuple[str, str], list[int]] = {}
+        for doc, old, new in changes:
+            before, after = indexed(old, self.skip), indexed(new, self.skip)
+            for name in before.keys() | after.keys():
+                was, now = set(before.get(name, ())), set(after.get(name, ()))
+                self.n_field[name] = self.n_field.get(name, 0) + bool(now) - bool(was)
+                for term in was - now:
+                    removes.setdefault((name, term), []).append(doc)
+                for term in now - was:
+                    adds.setdefault((name, term), []).append(doc)
+        for key in adds.keys() | removes.keys():
+            name, term = key
+            field = self.fields.setdefault(name, {})
+            docs = field.get(term, EMPTY)
+            if key in removes:
+                gone = np.asarray(removes[key], dtype=np.int32)
+                docs = docs[~np.isin(docs, gone)]
+            if key in adds:  # a new sorted array: readers holding the old one are unaffected
+                new = np.unique(np.asarray(adds[key], dtype=np.int32))
+                docs = np.insert(docs, np.searchsorted(docs, new), new)
+            if len(docs):
+                field[term] = docs.astype(np.int32, copy=False)
+            else:
+                field.pop(term, None)
+        for name in [n for n, count in self.n_field.items() if count == 0]:
+            del self.n_field[name]
+            self.fields.pop(name, None)

@@ -1,0 +1,254 @@
+"""The query service: answers Recommend requests over gRPC-over-Kafka with the in-process engine.
+
+Per app it holds the live model version as an Engine. It reads each user's history from Redis at
+query time, follows the model-updates topic to hot-swap to a new version (loaded aside, then
+swapped in one assignment: a request uses the engine it started with, so no answer mixes
+versions), and follows the item-changes topic to apply property changes without retraining.
+Several processes share the request topic through one consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from elasticsearch import AsyncElasticsearch
+
+from crossrec import settings as config
+from crossrec.adapters import elasticsearch as esa
+from crossrec.adapters.kafka import CONSUMER_SETTINGS
+from crossrec.adapters.modelstore import ModelStore
+from crossrec.adapters.redis_store import RedisStore
+from crossrec.core.config import parse_engine_config
+from crossrec.core.query import InvalidQuery, Query, parse_query
+from crossrec.query.codec import decode_request, encode_response
+from crossrec.query.engine import Engine
+from crossrec.query.es_engine import ElasticsearchEngine, engine_kind
+from crossrec.rpc.protocol import RECOMMEND, Code, RpcError
+from crossrec.rpc.server import RpcServer
+from crossrec.stack import health
+
+log = logging.getLogger("crossrec.query")
+
+HISTORY_TIMEOUT = 0.2  # seconds; as the UR: a slow history read degrades to no history
+
+
+@dataclass(frozen=True, slots=True)
+class LiveModel:
+    version: str
+    engine: Engine | ElasticsearchEngine  # the in-process engine answers at once, ES is awaited
+
+
+async def _maybe(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class QueryService:
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.store = RedisStore(settings.redis_url)
+        self.models = ModelStore(settings.modelstore)
+        self.live: dict[str, LiveModel] = {}
+        self._loading: dict[str, asyncio.Task] = {}
+        self.server = RpcServer(settings, {RECOMMEND: self.recommend})
+        self._tasks: list[asyncio.Task] = []
+        self._apps: set[str] = set()
+        self._changed_while_loading: dict[str, set[str]] = {}
+        self._es_settings = esa.EsSettings.from_env()
+        self._es: AsyncElasticsearch | None = None
+        self._apps_read = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.server.start()
+        watchers = [
+            self._follow("model-updates", self._on_model_update),
+            self._follow("item-changes", self._on_item_change),
+            self._heartbeat(),
+        ]
+        self._tasks = [asyncio.create_task(w) for w in watchers]
+        try:
+            await self.server.serve()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await self.server.stop()
+            await self.store.close()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                versions = {app: m.version for app, m in self.live.items()}
+                await health.report(
+                    self.store.redis,
+                    "query-service",
+                    self.server.assigned.is_set(),
+                    versions=versions,
+                )
+            await asyncio.sleep(2)
+
+    # -- models ---------------------------------------------------------------------------------
+    async def model_for(self, app: str) -> LiveModel | None:
+        live = self.live.get(app)
+        if live is not None:
+            return live
+        version = self.models.live(app)
+        if version is None:
+            return None
+        await self._load(app, version)
+        return self.live.get(app)
+
+    async def _load(self, app: str, version: str) -> None:
+        """Load a version aside and swap it in; concurrent callers share one load."""
+        task = self._loading.get(app)
+        if task is None:
+            task = self._loading[app] = asyncio.create_task(self._load_now(app, version))
+            task.add_done_callback(lambda _: self._loading.pop(app, None))
+        await asyncio.shield(task)
+
+    async def _load_now(self, app: str, version: str) -> None:
+        current = self.live.get(app)
+        if current is not None and current.version == version:
+            return
+        started = time.perf_counter()
+        self._changed_while_loading[app] = set()
+        try:
+            manifest = await asyncio.to_thread(self.models.manifest, app, version)
+            if engine_kind(parse_engine_config(manifest["engine_config"])) == "elasticsearch":
+                # the index holds the model and (written by the trainer) the properties
+                engine: Engine | ElasticsearchEngine = ElasticsearchEngine.for_manifest(
+                    self._elasticsearch(), manifest, self._es_settings
+                )
+            else:
+                model = await asyncio.to_thread(self.models.load, app, version)
+                engine = await asyncio.to_thread(Engine, model)
+                await self._overlay_properties(app, engine)
+            # items that changed since the overlay was read: apply them too, then swap
+            changed = list(self._changed_while_loading[app])
+            props = await self.store.item_properties(app, changed)
+            await _maybe(engine.update_many({item: props.get(item) for item in changed}))
+            self.live[app] = LiveModel(version, engine)  # the swap: one assignment
+        finally:
+            del self._changed_while_loading[app]
+        log.info("app %s: model %s live in %.2f s", app, version, time.perf_counter() - started)
+
+    def _elasticsearch(self) -> AsyncElasticsearch:
+        """One client per process, made when the first app on Elasticsearch is loaded."""
+        if self._es is None:
+            self._es = esa.connect(self._es_settings)
+        return self._es
+
+    async def _overlay_properties(self, app: str, engine: Engine) -> None:
+        """Properties changed since the model was trained come from Redis (ingest keeps them)."""
+        changes: dict[str, dict | None] = dict(await self.store.all_item_properties(app))
+        changes.update(dict.fromkeys(await self.store.items_without_properties(app)))
+        engine.update_many(changes)
+
+    async def _on_model_update(self, body: dict[str, Any]) -> None:
+        app, version = body.get("app"), body.get("version")
+        if isinstance(app, str) and isinstance(version, str) and app in self.live:
+            await self._load(app, version)
+
+    async def _on_item_change(self, body: dict[str, Any]) -> None:
+        app, items = body.get("app"), body.get("items")
+        if (
+            body.get("reason") != "properties"
+            or not isinstance(items, list)
+            or not isinstance(app, str)
+        ):
+            return
+        if app in self._changed_while_loading:
+            self._changed_while_loading[app].update(items)
+        live = self.live.get(app)
+        if live is None:
+            return
+        props = await self.store.item_properties(app, items)
+        await _maybe(live.engine.update_many({item: props.get(item) for item in items}))
+
+    async def _follow(self, topic_name: str, handle: Any) -> None:
+        """Every server reads these topics whole (no group), from their end at start-up."""
+        topic = self.settings.topic(topic_name)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            **CONSUMER_SETTINGS,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_end(
+                *partitions
+            )  # Tansu's end may repeat a few old records: harmless
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            await handle(orjson.loads(record.value))
+                        except Exception:
+                            log.exception("could not apply %s record", topic_name)
+        finally:
+            await consumer.stop()
+
+    # -- requests -------------------------------------------------------------------------------
+    async def recommend(self, body: bytes, content_type: str) -> bytes:
+        app, doc = decode_request(body, content_type)
+        try:
+            query = parse_query(doc)
+            if app not in await self._known_apps(app):
+                raise RpcError(Code.NOT_FOUND, f"no app named {app!r}")
+            live = await self.model_for(app)
+            if live is None:
+                raise RpcError(
+                    Code.FAILED_PRECONDITION,
+                    f"app {app!r} has no model yet: train one with `crossrec train --app {app} --engine FILE`",
+                )
+            targets, times = await self._history(app, query, live.engine)
+            now = int(time.time() * 1000)
+            result = await _maybe(live.engine.recommend(query, targets, now, times=times))
+        except InvalidQuery as exc:
+            raise RpcError(Code.INVALID_ARGUMENT, f"{exc.field}: {exc.message}") from None
+        return encode_response(result.to_pio(), live.version, result.backfill, content_type)
+
+    async def _known_apps(self, wanted: str) -> set[str]:
+        """App names, cached for a second; a miss is looked up again at once."""
+        if wanted not in self._apps or time.monotonic() - self._apps_read > 1.0:
+            self._apps = await self.store.app_names()
+            self._apps_read = time.monotonic()
+        return self._apps
+
+    async def _history(
+        self, app: str, query: Query, engine: Engine | ElasticsearchEngine
+    ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+        if not query.user:
+            return {}, {}
+        names = engine.history_event_names(query)
+        try:
+            return await asyncio.wait_for(
+                self.store.histories(app, query.user, names), HISTORY_TIMEOUT
+            )
+        except (TimeoutError, OSError) as exc:
+            log.warning(
+                "history of %s/%s unavailable (%r): answering without it", app, query.user, exc
+            )
+            return {}, {}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def serve() -> None:
+        await QueryService(config.load()).run()  # aiokafka objects need the running loop
+
+    asyncio.run(serve())

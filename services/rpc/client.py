@@ -1,0 +1,115 @@
+"""The calling side of gRPC-over-Kafka. Each client instance owns a reply topic of its own, so many
+client processes run at once and each hears only its replies.
+
+    async with RpcClient(settings) as client:
+        body = await client.call(RECOMMEND, request_bytes, timeout=1.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
+from crossrec.rpc.protocol import PROTOBUF, Code, Reply, Request, RpcError, now_ms
+from crossrec.settings import Settings
+
+
+class RpcClient:
+    def __init__(self, settings: Settings, request_topic: str | None = None) -> None:
+        self.settings = settings
+        self.request_topic = request_topic or settings.topic("rpc-requests")
+        self.reply_topic = settings.topic(f"rpc-replies.{uuid.uuid4().hex[:16]}")
+        self.producer = make_producer(settings, linger_ms=0)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": 5},
+        )
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._listener: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(self.reply_topic, num_partitions=1, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+        await self.producer.start()
+        await self.consumer.start()
+        partition = TopicPartition(self.reply_topic, 0)
+        self.consumer.assign([partition])
+        await self.consumer.seek_to_beginning(partition)  # a new topic: the beginning is exact
+        self._listener = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self.consumer.stop()
+        await self.producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            with contextlib.suppress(Exception):  # best effort: brokers may refuse deletes
+                await admin.delete_topics([self.reply_topic])
+        finally:
+            await admin.close()
+
+    async def __aenter__(self) -> RpcClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _listen(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        reply = Reply.from_record(dict(record.headers or ()), record.value or b"")
+                    except (KeyError, ValueError):
+                        continue
+                    future = self._waiting.pop(reply.correlation_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+
+    async def call(
+        self, method: str, body: bytes, timeout: float = 5.0, content_type: str = PROTOBUF
+    ) -> bytes:
+        """Send one request and wait for its reply; RpcError for any status but OK."""
+        correlation_id = uuid.uuid4().hex
+        request = Request(
+            method=method,
+            correlation_id=correlation_id,
+            reply_to=self.reply_topic,
+            reply_partition=0,
+            deadline_ms=now_ms() + int(timeout * 1000),
+            content_type=content_type,
+            body=body,
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        try:
+            await self.producer.send(
+                self.request_topic, body, key=correlation_id.encode(), headers=request.headers()
+            )
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RpcError(Code.DEADLINE_EXCEEDED, f"no reply within {timeout:.3f} s") from None
+        finally:
+            self._waiting.pop(correlation_id, None)
+        if reply.code != Code.OK:
+            raise RpcError(reply.code, reply.message)
+        return reply.body

@@ -1,0 +1,126 @@
+"""gRPC-over-Kafka on the real broker, with a test handler: statuses, deadlines, many clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from crossrec import settings as config
+from crossrec.adapters.kafka import TopicSpec, create_topics
+from crossrec.rpc.client import RpcClient
+from crossrec.rpc.protocol import Code, Request, RpcError, now_ms
+from crossrec.rpc.server import RpcServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ECHO = "/test.Echo/Echo"
+SLOW = "/test.Echo/Slow"
+FAIL = "/test.Echo/Fail"
+BUG = "/test.Echo/Bug"
+
+
+async def echo(body: bytes, content_type: str) -> bytes:
+    return body
+
+
+async def slow(body: bytes, content_type: str) -> bytes:
+    await asyncio.sleep(float(body))
+    return body
+
+
+async def fail(body: bytes, content_type: str) -> bytes:
+    raise RpcError(Code.INVALID_ARGUMENT, "num: must be a positive integer")
+
+
+async def bug(body: bytes, content_type: str) -> bytes:
+    raise ZeroDivisionError("oops")
+
+
+@contextlib.asynccontextmanager
+async def echo_server(settings: config.Settings):
+    name = f"test-rpc-{uuid.uuid4().hex[:8]}"
+    await create_topics(settings, (TopicSpec(name, 2),))
+    server = RpcServer(
+        settings,
+        {ECHO: echo, SLOW: slow, FAIL: fail, BUG: bug},
+        group=f"g-{name}",
+        topic=settings.topic(name),
+    )
+    await server.start()
+    serving = asyncio.create_task(server.serve())
+    try:
+        await asyncio.wait_for(server.assigned.wait(), 30)
+        yield server, settings.topic(name)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await server.stop()
+
+
+async def test_statuses_and_deadlines(stack: config.Settings) -> None:
+    async with (
+        echo_server(stack) as (server, topic),
+        RpcClient(stack, request_topic=topic) as client,
+    ):
+        assert await client.call(ECHO, b"hello", timeout=10) == b"hello"
+
+        with pytest.raises(RpcError) as unknown:
+            await client.call("/test.Echo/Nope", b"", timeout=10)
+        assert unknown.value.code == Code.UNIMPLEMENTED
+
+        with pytest.raises(RpcError) as invalid:
+            await client.call(FAIL, b"", timeout=10)
+        assert (invalid.value.code, invalid.value.message) == (
+            Code.INVALID_ARGUMENT,
+            "num: must be a positive integer",
+        )
+
+        with pytest.raises(RpcError) as internal:
+            await client.call(BUG, b"", timeout=10)
+        assert (
+            internal.value.code == Code.INTERNAL and "ZeroDivisionError" in internal.value.message
+        )
+
+        with pytest.raises(RpcError) as late:
+            await client.call(SLOW, b"1.0", timeout=0.3)  # the server answers after the deadline
+        assert late.value.code == Code.DEADLINE_EXCEEDED
+        await asyncio.sleep(1.2)
+        assert server.counts["expired"] >= 1  # ... and it did not send the useless reply
+
+        # a request already past its deadline when it arrives is dropped unanswered
+        expired_before = server.counts["expired"]
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+        await producer.start()
+        stale = Request(
+            ECHO, "stale", client.reply_topic, 0, now_ms() - 1000, "application/protobuf", b"x"
+        )
+        await producer.send_and_wait(topic, b"x", headers=stale.headers())
+        await producer.send_and_wait(
+            topic, b"no headers at all"
+        )  # malformed metadata: dropped, logged
+        await producer.stop()
+        assert await client.call(ECHO, b"still serving", timeout=10) == b"still serving"
+        assert server.counts["expired"] == expired_before + 1
+        assert server.counts["malformed"] >= 1
+
+
+async def test_many_clients_each_hear_only_their_replies(stack: config.Settings) -> None:
+    async with echo_server(stack) as (_, topic):
+        clients = [RpcClient(stack, request_topic=topic) for _ in range(4)]
+        await asyncio.gather(*(c.start() for c in clients))
+        try:
+
+            async def ask(n: int, client: RpcClient) -> bytes:
+                return await client.call(ECHO, f"{n}".encode(), timeout=20)
+
+            asked = [(n, clients[n % 4]) for n in range(200)]
+            answers = await asyncio.gather(*(ask(n, c) for n, c in asked))
+            assert answers == [f"{n}".encode() for n, _ in asked]
+            assert len({c.reply_topic for c in clients}) == 4
+        finally:
+            await asyncio.gather(*(c.stop() for c in clients))

@@ -1,0 +1,80 @@
+"""The engine's building blocks: id lookups, keyword terms, the updatable property index, history
+selection."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crossrec.core.idmap import IdMap
+from crossrec.query.history import recent, round_robin
+from crossrec.query.index import Ids, PropertyIndex, keywords
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.text(min_size=0, max_size=8), unique=True, max_size=60),
+    st.lists(st.text(max_size=8), max_size=30),
+)
+def test_ids_find_exactly_the_known_ids(known, probes):
+    ids = Ids(IdMap.build(known)[0]) if known else None
+    if ids is None:
+        return
+    order = list(IdMap.build(known)[0])
+    keys = [*known, *probes]
+    expected = [order.index(k) if k in known else -1 for k in keys]
+    assert ids.index(keys).tolist() == expected  # the vectorised path
+    assert [int(ids.index([k])[0]) for k in keys] == expected  # the few-keys path
+    assert ids.ids(range(len(order))) == order and ids.id(0) == order[0]
+
+
+def test_ids_that_share_a_crc():
+    known = ["plumless", "buckeroo", *(f"x{k}" for k in range(20))]  # the first two: one CRC-32
+    ids = Ids(IdMap.build(known)[0])
+    order = list(IdMap.build(known)[0])
+    keys = ["buckeroo", "plumless", *(f"x{k}" for k in range(12)), "plumles"]
+    assert ids.index(keys).tolist() == [order.index(k) if k in known else -1 for k in keys]
+    assert ids.index(["buckeroo"]).tolist() == [order.index("buckeroo")]
+
+
+def test_keywords_follow_elasticsearch_keyword_fields():
+    assert keywords("a") == ("a",)
+    assert keywords(["a", "b", "a"]) == ("a", "b")
+    assert keywords([3, 2.5, True, None, ["x"]]) == ("3", "2.5", "true", "x")
+    assert keywords({"nested": 1}) == () and keywords(None) == ()
+
+
+def test_property_index_updates():
+    props = [{"c": ["a", "b"]}, {"c": "a", "id": ["x"], "buy": ["y"]}, None, {"c": []}]
+    index = PropertyIndex(props, frozenset({"id", "buy"}))
+    assert set(index.fields) == {"c"} and index.n_field == {"c": 2}
+    docs, weights = index.postings("c", ["a", "a", "b", "z"])
+    assert sorted(docs.tolist()) == [0, 0, 1]
+    assert np.allclose(sorted(weights), sorted([np.log1p(0.5 / 2.5)] * 2 + [np.log1p(1.5 / 1.5)]))
+    index.update(
+        [(0, props[0], {"c": ["b"], "d": [1]}), (2, None, {"c": ["a"]}), (1, props[1], None)]
+    )
+    assert {v: a.tolist() for v, a in index.fields["c"].items()} == {"a": [2], "b": [0]}
+    assert index.n_field == {"c": 2, "d": 1} and index.fields["d"]["1"].tolist() == [0]
+    index.update([(0, {"c": ["b"], "d": [1]}, None)])
+    assert index.n_field == {"c": 1} and "d" not in index.fields
+
+
+def test_round_robin_takes_by_recency_rank():
+    assert round_robin([5, 1, 3], 6) == [3, 1, 2]
+    assert round_robin([5, 1, 3], 100) == [5, 1, 3]
+    assert round_robin([4, 4], 3) == [2, 1]
+    assert round_robin([], 3) == []
+
+
+def test_recent_with_times_merges_aliases_and_takes_the_newest():
+    streams = [
+        [(["a", "b", "c"], [90, 50, 10]), (["d"], [70])],  # two aliases of one indicator
+        [(["e", "f"], [80, 60])],
+    ]
+    assert recent(streams, [3, 5], 4) == [["a", "d"], ["e", "f"]]
+    assert recent(streams, [3, 5], 100) == [["a", "d", "b"], ["e", "f"]]
+    untimed = [[(t, None) for t, _ in parts] for parts in streams]
+    assert recent(untimed, [3, 5], 4) == [["a", "b"], ["e", "f"]]
+    assert recent([[(["a", "a", "b"], None)]], [3], 10) == [["a", "b"]]  # capped, then distinct
