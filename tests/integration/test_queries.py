@@ -197,14 +197,17 @@ async def test_hot_swap_under_load_has_no_errors(
         async def version() -> str:
             return (await rec.recommend(trained_app, {"user": "u1"}))["modelVersion"]
 
-        assert await eventually(version, lambda v: v == newest) == newest
+        # the trainer service may publish a later version of its own (debounced item changes
+        # from earlier tests); version ids sort by time, so "at least ours" is the swap
+        assert await eventually(version, lambda v: v >= newest) >= newest
         await asyncio.sleep(1)
         stop.set()
         await asyncio.gather(*workers)
     assert errors == []
     published = {first, newest} | set(ModelStore(stack.modelstore).versions(trained_app))
     versions = [a["modelVersion"] for _, a in answers]
-    assert set(versions) <= published and first in versions and newest in versions
+    assert set(versions) <= published and first in versions
+    assert max(versions) >= newest
     # an answer is wholly one version's: the same user and version always get the same items
     by_user_and_version: dict[tuple[str, str], list] = {}
     for user, answer in answers:
