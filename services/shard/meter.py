@@ -1,0 +1,64 @@
+"""Per-cluster load read from Kafka itself: the served rate and the backlog of each cluster's
+consumer group, the same numbers a Kafka-lag autoscaler reads.
+
+Served rate: growth of the group's committed offsets (workers commit as they go) per second.
+Backlog: end offsets minus committed offsets. On Tansu the end offset is the last batch's base
+offset + 1 (DESIGN §5), so the backlog is a lower bound there: exact when requests arrive one
+per batch, short by up to a batch under bursts. Committed offsets are exact on both brokers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+
+from crossrec.settings import Settings
+from crossrec.shard.scaling import Load
+from crossrec.shard.topics import SHARD_PARTITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One cluster's topic and the consumer group of its replicas."""
+
+    topic: str
+    group: str
+
+
+class LoadMeter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        self._last: dict[Target, tuple[float, int]] = {}  # (when, committed sum)
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.offsets.start()
+
+    async def stop(self) -> None:
+        await self.offsets.stop()
+        await self.admin.close()
+
+    async def measure(self, target: Target) -> Load:
+        partitions = [TopicPartition(target.topic, p) for p in range(SHARD_PARTITIONS)]
+        ends = await self.offsets.end_offsets(partitions)
+        committed = await self.admin.list_consumer_group_offsets(target.group)
+        # no commit yet (-1 or absent): the group starts from the beginning
+        done = {
+            tp: max(0, meta.offset) for tp, meta in committed.items() if tp.topic == target.topic
+        }
+        lag = sum(max(0, ends[tp] - done.get(tp, 0)) for tp in partitions)
+        served = sum(done.values())
+        now = time.monotonic()
+        then, before = self._last.get(target, (now, served))
+        self._last[target] = (now, served)
+        rate = (served - before) / (now - then) if now > then else 0.0
+        return Load(rate=rate, lag=lag)
+
+    def forget(self, target: Target) -> None:
+        self._last.pop(target, None)
