@@ -2,7 +2,9 @@
 consumer group, the same numbers a Kafka-lag autoscaler reads.
 
 Served rate: growth of the group's committed offsets (workers commit as they go) per second.
-Backlog: end offsets minus committed offsets. On Tansu the end offset is the last batch's base
+Backlog: end offsets minus committed offsets. Committed offsets are read through a consumer
+that names the group but never subscribes, so it never joins it (Tansu's OffsetFetch fails
+through aiokafka's admin client). On Tansu the end offset is the last batch's base
 offset + 1 (DESIGN §5), so the backlog is a lower bound there: exact when requests arrive one
 per batch, short by up to a batch under bursts. Committed offsets are exact on both brokers.
 """
@@ -13,7 +15,6 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from crossrec.settings import Settings
@@ -32,26 +33,37 @@ class Target:
 class LoadMeter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        self._readers: dict[str, AIOKafkaConsumer] = {}  # group -> its committed-offset reader
         self._last: dict[Target, tuple[float, int]] = {}  # (when, committed sum)
 
     async def start(self) -> None:
-        await self.admin.start()
         await self.offsets.start()
 
     async def stop(self) -> None:
+        for reader in self._readers.values():
+            await reader.stop()
+        self._readers.clear()
         await self.offsets.stop()
-        await self.admin.close()
+
+    async def _reader(self, group: str) -> AIOKafkaConsumer:
+        reader = self._readers.get(group)
+        if reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+            )
+            await reader.start()
+            self._readers[group] = reader
+        return reader
 
     async def measure(self, target: Target) -> Load:
         partitions = [TopicPartition(target.topic, p) for p in range(SHARD_PARTITIONS)]
         ends = await self.offsets.end_offsets(partitions)
-        committed = await self.admin.list_consumer_group_offsets(target.group)
-        # no commit yet (-1 or absent): the group starts from the beginning
-        done = {
-            tp: max(0, meta.offset) for tp, meta in committed.items() if tp.topic == target.topic
-        }
+        reader = await self._reader(target.group)
+        # no commit yet (None): the group starts from the beginning
+        done = {tp: (await reader.committed(tp)) or 0 for tp in partitions}
         lag = sum(max(0, ends[tp] - done.get(tp, 0)) for tp in partitions)
         served = sum(done.values())
         now = time.monotonic()
@@ -60,5 +72,8 @@ class LoadMeter:
         rate = (served - before) / (now - then) if now > then else 0.0
         return Load(rate=rate, lag=lag)
 
-    def forget(self, target: Target) -> None:
+    async def forget(self, target: Target) -> None:
         self._last.pop(target, None)
+        reader = self._readers.pop(target.group, None)
+        if reader is not None:
+            await reader.stop()
