@@ -37,6 +37,8 @@ class Settings:
     train_max_wait_seconds: float = 300.0  # ... or when the first pending change is this old
     train_every_seconds: float = 0.0  # a scheduled train of every app; 0 = off
     model_grace_seconds: float = 300.0  # the previous model version is kept this long
+    query_processes: int = 1  # query-service processes `crossrec up` runs (one consumer group)
+    shards: int = 0  # K clusters per model when engine.json's shards names none; 0 = unsharded
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -67,6 +69,8 @@ _ENV = {
     "train_max_wait_seconds": "CROSSREC_TRAIN_MAX_WAIT_SECONDS",
     "train_every_seconds": "CROSSREC_TRAIN_EVERY_SECONDS",
     "model_grace_seconds": "CROSSREC_MODEL_GRACE_SECONDS",
+    "query_processes": "CROSSREC_QUERY_PROCESSES",
+    "shards": "CROSSREC_SHARDS",
 }
 
 

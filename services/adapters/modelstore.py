@@ -53,9 +53,16 @@ class ModelStore:
     # -- writing -----------------------------------------------------------------------------
 
     def publish(
-        self, model: Model, *, extra: Mapping[str, Any] | None = None, make_live: bool = True
+        self,
+        model: Model,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        make_live: bool = True,
+        also: Callable[[pafs.FileSystem, str], object] | None = None,
     ) -> dict:
-        """Write the model as a new version (and make it live); return its manifest."""
+        """Write the model as a new version (and make it live); return its manifest.
+        `also(fs, directory)` writes more files into the version (item clusters) before it
+        is renamed into place, so a published version never lacks them."""
         final = self.path(model.app, model.version)
         if self._exists(final):
             raise FileExistsError(f"model version {model.app}/{model.version} already exists")
@@ -63,6 +70,8 @@ class ModelStore:
         published = self.clock()
         extra = {**(extra or {}), "published_at": published, "published": format_time(published)}
         manifest = model.save(self.fs, temporary, extra=extra)
+        if also is not None:
+            also(self.fs, temporary)
         self.fs.move(temporary, final)
         if make_live:
             self.set_live(model.app, model.version)

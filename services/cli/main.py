@@ -49,12 +49,21 @@ async def _require_app(store, name: str) -> None:
 
 # -- the stack ---------------------------------------------------------------------------------
 @app.command()
-def up() -> None:
+def up(
+    shards: int = typer.Option(
+        0,
+        "--shards",
+        envvar="CROSSREC_SHARDS",
+        help="Serve through the sharded tier: K item clusters per model, a router, and worker "
+        "replicas sized by the replication controller (0: one query service, unsharded).",
+        min=0,
+    ),
+) -> None:
     """Run the whole stack in the foreground: Kafka (Tansu), Redis, and every service."""
     from crossrec.stack.supervisor import StackRunning, run
 
     try:
-        raise typer.Exit(run(echo=console.print))
+        raise typer.Exit(run(echo=console.print, shards=shards))
     except StackRunning as exc:
         _fail(str(exc))
 
@@ -111,6 +120,48 @@ def trainer() -> None:
 def query_service() -> None:
     """Run a query service (answers Recommend over gRPC-over-Kafka) in the foreground."""
     from crossrec.query.service import main
+
+    main()
+
+
+@app.command("shard-worker")
+def shard_worker(
+    app_name: AppName,
+    cluster: Annotated[int, typer.Option("--cluster", min=0, help="The cluster to serve.")],
+) -> None:
+    """Run one worker replica of the sharded tier: one cluster of the app's live model."""
+    from crossrec.shard.worker import main
+
+    raise typer.Exit(main(app_name, cluster))
+
+
+@app.command()
+def router(
+    request_topic: Annotated[
+        str | None, typer.Option(help="Request topic (default: the query service's).")
+    ] = None,
+    group: Annotated[str, typer.Option(help="Consumer group on it.")] = "crossrec-query",
+    fan_out: Annotated[
+        int | None, typer.Option(min=1, help="Clusters asked per request (default: engine.json)")
+    ] = None,
+    margin_ms: Annotated[
+        int, typer.Option(min=0, help="Gather until the deadline less this margin.")
+    ] = 50,
+    history_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds a history read may take (then: none).")
+    ] = 0.2,
+) -> None:
+    """Run a router of the sharded tier: answers Recommend requests by fanning out to workers."""
+    from crossrec.shard.router import main
+
+    main(request_topic, group, fan_out, margin_ms, history_timeout)
+
+
+@app.command("shard-controller")
+def shard_controller() -> None:
+    """Run the replication controller of the sharded tier: worker replicas for every cluster of
+    every sharded app, sized by request rate and consumer lag (CROSSREC_SHARD_* settings)."""
+    from crossrec.shard.controller import main
 
     main()
 

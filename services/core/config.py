@@ -54,7 +54,7 @@ _ALGORITHM_PARAMS = {
     "appName", "indexName", "typeName", "eventNames", "indicators", "recsModel", "blacklistEvents",
     "maxQueryEvents", "maxEventsPerEventType", "maxCorrelatorsPerEventType", "num", "userBias",
     "itemBias", "itemSetBias", "returnSelf", "fields", "rankings", "availableDateName",
-    "expireDateName", "dateName", "seed", "numESWriteConnections", "engine", "comment",
+    "expireDateName", "dateName", "seed", "numESWriteConnections", "engine", "shards", "comment",
 }  # fmt: skip
 ENGINES = ("inProcess", "elasticsearch")  # algorithms[0].params.engine: who answers queries
 _INDICATOR_KEYS = {
@@ -63,6 +63,8 @@ _INDICATOR_KEYS = {
 }  # fmt: skip
 _RANKING_KEYS = {"name", "type", "eventNames", "duration", "offsetDate", "endDate", "comment"}
 _FIELD_KEYS = {"name", "values", "bias"}
+_SHARDS_KEYS = {"clusters", "targetSize", "slack", "fanOut", "comment"}
+DEFAULT_SHARD_SLACK = 3.0  # crossrec.core.clusters: 3 x the mean size keeps recall (see there)
 
 
 class ConfigError(ValueError):
@@ -111,6 +113,17 @@ class EventWindow:
     compress_properties: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Shards:
+    """`algorithms[0].params.shards`: how the sharded tier splits this model's items.
+    Neither `clusters` nor `target_size`: the deployment's CROSSREC_SHARDS decides K."""
+
+    clusters: int | None = None  # K
+    target_size: int | None = None  # or K = documents / target_size
+    slack: float = DEFAULT_SHARD_SLACK  # a cluster holds at most about slack x the mean size
+    fan_out: int | None = None  # clusters a router asks per request; None: all
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     app_name: str
@@ -137,6 +150,7 @@ class EngineConfig:
     index_name: str | None = None
     type_name: str | None = None
     num_es_write_connections: int | None = None
+    shards: Shards | None = None  # None: not configured in engine.json
     warnings: tuple[str, ...] = ()
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -355,6 +369,7 @@ class _Parser:
             index_name=self.get(ap, "indexName", path, "string"),
             type_name=self.get(ap, "typeName", path, "string"),
             num_es_write_connections=self.positive(ap, "numESWriteConnections", path),
+            shards=self.shards(ap, path),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -559,6 +574,30 @@ class _Parser:
                 end_time=offset if offset is not None else end,
             )
         return tuple(out.values())
+
+    def shards(self, ap: dict[str, Any], path: str) -> Shards | None:
+        raw = self.get(ap, "shards", path, "object")
+        if raw is None:
+            return None
+        where = f"{path}.shards"
+        obj = self.section(raw, where, _SHARDS_KEYS)
+        clusters = self.positive(obj, "clusters", where)
+        target = self.positive(obj, "targetSize", where)
+        if clusters is not None and target is not None:
+            self.problem(where, "give clusters or targetSize, not both")
+        slack = self.get(obj, "slack", where, "number")
+        if slack is not None and slack < 1:
+            self.problem(f"{where}.slack", f"must be at least 1 (x the mean size), got {slack}")
+            slack = None
+        fan_out = self.positive(obj, "fanOut", where)
+        if clusters is not None and fan_out is not None and fan_out > clusters:
+            self.problem(f"{where}.fanOut", f"{fan_out} is more than the {clusters} clusters")
+        return Shards(
+            clusters=clusters,
+            target_size=target,
+            slack=float(slack) if slack is not None else DEFAULT_SHARD_SLACK,
+            fan_out=fan_out,
+        )
 
     def fields(self, ap: dict[str, Any], path: str) -> tuple[FieldRule, ...]:
         raw = self.get(ap, "fields", path, "list")

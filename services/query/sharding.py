@@ -190,6 +190,51 @@ class ClusterEngine(Engine):
         return np.concatenate(arrays), np.concatenate(weights)
 
 
+def owner_of(model: Model, clusters: Clusters, item: str) -> int:
+    """The cluster of an item: its document's, or by hash for items unknown to the model."""
+    doc = model.documents.index(item)
+    return int(clusters.labels[doc]) if doc >= 0 else zlib.crc32(item.encode()) % clusters.k
+
+
+class ClusterWorker:
+    """What a worker process holds: one cluster's engine, plus every item's current properties
+    (the model's, then real-time changes) so that the catalogue-wide statistics follow changes
+    to items of other clusters too. Applying the same changes to every cluster's worker gives
+    the statistics and documents LocalShards.update_many gives."""
+
+    def __init__(self, model: Model, clusters: Clusters, cluster: int) -> None:
+        if clusters.version != model.version or not 0 <= cluster < clusters.k:
+            raise ValueError(f"no cluster {cluster} of {model.version} ({clusters.k} clusters)")
+        self.model, self.clusters, self.cluster = model, clusters, cluster
+        self.stats = CatalogueStats.from_model(model)
+        self.engine = ClusterEngine(part_model(model, clusters.members(cluster)), self.stats)
+        self.changed: dict[str, dict[str, Any] | None] = {}  # item -> properties since training
+
+    def properties_of(self, item: str) -> tuple[bool, dict[str, Any] | None]:
+        """(is it a document of the catalogue, its properties)."""
+        if item in self.changed:
+            return True, self.changed[item]
+        doc = self.model.documents.index(item)
+        return (True, self.model.properties[doc]) if doc >= 0 else (False, None)
+
+    def update_many(self, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Items' current properties (the whole catalogue's changes, not only this cluster's)."""
+        if self.model.config.recs_model == "collabFiltering":
+            return
+        mine: dict[str, dict[str, Any] | None] = {}
+        for item, props in changes.items():
+            new = dict(props) if props else None
+            known, old = self.properties_of(item)
+            if not known and new is None:
+                continue  # as Engine.update_many: no document for an item without properties
+            self.stats.n_docs += not known
+            self.stats.update(old, new)
+            self.changed[item] = new
+            if owner_of(self.model, self.clusters, item) == self.cluster:
+                mine[item] = new
+        self.engine.update_many(mine)
+
+
 # -- routing ----------------------------------------------------------------------------------
 
 
@@ -271,9 +316,7 @@ class Router:
         return self.clusters.k
 
     def owner(self, item: str) -> int:
-        """The cluster of an item: its document's, or by hash for items unknown to the model."""
-        doc = self.model.documents.index(item)
-        return int(self.clusters.labels[doc]) if doc >= 0 else zlib.crc32(item.encode()) % self.k
+        return owner_of(self.model, self.clusters, item)
 
     def allowed_events(self, query: Query) -> set[str]:
         """As Engine: the history event names a query may use; unknown names are invalid."""

@@ -26,15 +26,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
-import pyarrow.fs as pafs
 
 from crossrec import settings as config
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
-from crossrec.core.clusters import MANIFEST
 from crossrec.shard.meter import LoadMeter, Target
 from crossrec.shard.scaling import Load, ScalingPolicy, Streaks, decide
 from crossrec.shard.topics import create_shard_topics, shard_group, shard_topic
+from crossrec.shard.versions import NotSharded, cluster_count
 from crossrec.stack import health, processes
 
 log = logging.getLogger("crossrec.shard.controller")
@@ -103,12 +102,8 @@ def sharded_apps(models: ModelStore, apps: Sequence[str]) -> dict[str, int]:
         version = models.live(app)
         if version is None:
             continue
-        manifest = f"{models.path(app, version)}/{MANIFEST}"
-        with (
-            contextlib.suppress(pafs.ArrowInvalid, OSError, ValueError),
-            models.fs.open_input_stream(manifest) as source,
-        ):
-            found[app] = int(orjson.loads(source.read())["k"])
+        with contextlib.suppress(NotSharded, OSError):  # unsharded, or deleted meanwhile
+            found[app] = cluster_count(models, app, version)
     return found
 
 

@@ -24,6 +24,8 @@ from crossrec.stack import processes, redis_server
 from crossrec.stack.broker import start_broker
 
 SERVICES = ("ingest", "gateway", "trainer", "query-service")
+# `crossrec up --shards K`: a router and the controller (which runs the workers) instead
+SHARDED_SERVICES = ("ingest", "gateway", "trainer", "router", "shard-controller")
 
 
 class StackRunning(RuntimeError):
@@ -44,7 +46,16 @@ def running_stack() -> dict | None:
 
 
 def _service_command(name: str) -> list[str]:
-    return [sys.executable, "-m", "crossrec.cli.main", name]
+    command = "query-service" if name.startswith("query-service") else name
+    return [sys.executable, "-m", "crossrec.cli.main", command]
+
+
+def _with_query_processes(services: tuple[str, ...], count: int) -> tuple[str, ...]:
+    """CROSSREC_QUERY_PROCESSES=N: query-service, query-service-2 ... query-service-N."""
+    extra = (
+        [f"query-service-{k}" for k in range(2, count + 1)] if "query-service" in services else []
+    )
+    return (*services, *extra)
 
 
 def _service_env(settings: config.Settings, home: Path) -> dict[str, str]:
@@ -54,24 +65,28 @@ def _service_env(settings: config.Settings, home: Path) -> dict[str, str]:
         "REDIS_URL": settings.redis_url,
         "CROSSREC_EVENTLOG_URL": settings.eventlog,
         "CROSSREC_MODELSTORE_URL": settings.modelstore,
+        "CROSSREC_SHARDS": str(settings.shards),
         "PYTHONUNBUFFERED": "1",
     }
 
 
-def configured_services() -> tuple[str, ...]:
+def configured_services(shards: int = 0) -> tuple[str, ...]:
     """CROSSREC_SERVICES=ingest,gateway runs a subset (default: all)."""
+    known = SHARDED_SERVICES if shards else SERVICES
     wanted = os.environ.get("CROSSREC_SERVICES")
     if not wanted:
-        return SERVICES
+        return known
     names = tuple(n.strip() for n in wanted.split(",") if n.strip())
-    unknown = set(names) - set(SERVICES)
+    unknown = set(names) - set(known)
     if unknown:
         raise ValueError(f"CROSSREC_SERVICES names unknown services: {', '.join(sorted(unknown))}")
     return names
 
 
-def run(services: tuple[str, ...] | None = None, echo=print) -> int:
-    services = services or configured_services()
+def run(services: tuple[str, ...] | None = None, echo=print, shards: int = 0) -> int:
+    """`shards` > 0: the trainer clusters every model into that many clusters (unless an
+    engine.json says otherwise) and the sharded tier serves queries."""
+    services = services or configured_services(shards)
     if running_stack():
         raise StackRunning(f"a stack already runs from {config.home()} (crossrec status)")
     home = config.home()
@@ -87,6 +102,7 @@ def run(services: tuple[str, ...] | None = None, echo=print) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     settings = config.load()
+    services = _with_query_processes(services, settings.query_processes)
     broker, bootstrap = start_broker(logs / "broker.log")
     embedded_redis = None
     children: dict[str, subprocess.Popen] = {}
@@ -98,11 +114,15 @@ def run(services: tuple[str, ...] | None = None, echo=print) -> int:
         else:
             echo(f"redis    {redis_url}")
         settings = replace(settings, kafka_bootstrap=bootstrap, redis_url=redis_url)
+        if shards:  # in stack.json too, so `crossrec train` from a shell clusters as well
+            settings = replace(settings, shards=shards)
         asyncio.run(_prepare_broker(settings))
         echo(f"kafka    Tansu at {bootstrap} (topics created), log {logs / 'broker.log'}")
         env = _service_env(settings, home)
         for name in services:
-            children[name] = processes.spawn(_service_command(name), logs / f"{name}.log", env)
+            children[name] = processes.spawn(
+                _service_command(name), logs / f"{name}.log", {**env, "CROSSREC_SERVICE_NAME": name}
+            )
         _write_stack_file(settings, broker, embedded_redis is not None, children)
         echo(
             f"services {', '.join(services)} starting; `crossrec status` tells when ready. Ctrl-C stops."
@@ -119,7 +139,9 @@ def run(services: tuple[str, ...] | None = None, echo=print) -> int:
                         time.sleep(2)  # do not spin on a service that cannot start
                     restarts[name] = time.monotonic()
                     children[name] = processes.spawn(
-                        _service_command(name), logs / f"{name}.log", env
+                        _service_command(name),
+                        logs / f"{name}.log",
+                        {**env, "CROSSREC_SERVICE_NAME": name},
                     )
                     _write_stack_file(settings, broker, embedded_redis is not None, children)
     finally:

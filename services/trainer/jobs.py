@@ -65,6 +65,7 @@ async def run_training(
             engine,
             store,
             make_live=not on_elasticsearch,
+            shards=settings.shards,
         )
         if on_elasticsearch:  # the index must be live before any server hears of the version
             await write_index(settings, app, store, manifest["version"])
