@@ -125,6 +125,7 @@ class ShardWorker:
                     app=self.app,
                     cluster=self.cluster,
                     versions=list(self.held),
+                    answered=self.server.counts["answered"],  # the controller's evenness check
                 )
             await asyncio.sleep(2)
 
