@@ -267,38 +267,75 @@ async def skew(settings, home, bought, rate, target_rate) -> dict:
     controller = ShardController(settings, policy, pool)
     await controller.meter.start()
     timeline: list[dict] = []
+    served: dict[int, int] = {}  # answered per replica pid over the last 20 s
+
+    async def answered() -> dict[int, int]:
+        store = RedisStore(settings.redis_url)
+        try:
+            name = f"shard-worker.{APP}.{hot}"
+            beats = {
+                pid: await health.read(store.redis, name, pid) for pid in pool.pids((APP, hot))
+            }
+            return {pid: b.get("answered", 0) for pid, b in beats.items() if b}
+        finally:
+            await store.close()
+
     try:
-        for _ in range(3):
-            await controller.step()  # one replica per cluster
+        await controller.step()  # one replica per cluster
         await wait_workers(settings, pool, 4, version)
-        started = time.perf_counter()
+        # sub-queries left on these topics by the earlier phases expire unanswered: drain first
+        hot_target = controller.target((APP, hot))
+        for _ in range(60):
+            if (await controller.meter.measure(hot_target)).lag == 0:
+                break
+            await asyncio.sleep(0.5)
+        controller.streaks.clear()
+        controller.decisions.clear()
+        started, wall_started = time.perf_counter(), time.time()
 
         async def watch() -> None:
+            nonlocal served
+            before: dict[int, int] = {}
             while True:
                 await controller.step()
                 load = controller.loads.get((APP, hot))
-                timeline.append({"t": round(time.perf_counter() - started, 1),
-                                 "replicas": pool.count((APP, hot)),
+                t = time.perf_counter() - started
+                timeline.append({"t": round(t, 1), "replicas": pool.count((APP, hot)),
                                  "rate": round(load.rate, 1) if load else None,
                                  "lag": load.lag if load else None})  # fmt: skip
+                if not before and t >= seconds - 20:
+                    before = await answered()
+                elif before and t >= seconds - 1:
+                    after = await answered()
+                    served = {pid: after[pid] - before.get(pid, 0) for pid in after}
                 await asyncio.sleep(policy.interval_seconds)
 
+        seconds = 60
         watcher = asyncio.create_task(watch())
         async with Recommender(settings, timeout=DEADLINE) as rec:
-            rows = await open_loop(rec, best[hot], rate, 60)
+            rows = await open_loop(rec, best[hot], rate, seconds)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
     finally:
         await asyncio.to_thread(pool.stop_all)
         await controller.meter.stop()
-    even = next(
-        (p["t"] for p in timeline if p["replicas"] > 1 and p["rate"] is not None
-         and p["rate"] <= target_rate * p["replicas"] and p["lag"] == 0), None)  # fmt: skip
-    return {"rate": rate, "target_rate_per_replica": target_rate, "hot_cluster": hot,
-            "users_routed_there": len(best[hot]), "requests": summary(rows),
-            "replicas_at_end": timeline[-1]["replicas"] if timeline else None,
-            "evened_out_at_s": even, "decisions": controller.decisions, "timeline": timeline}  # fmt: skip
+    last = [p for p in timeline if p["t"] >= seconds - 20]
+    decisions = [{**d, "at": round(d["at"] - wall_started, 1)} for d in controller.decisions]
+    return {
+        "rate": rate,
+        "target_rate_per_replica": target_rate,
+        "hot_cluster": hot,
+        "users_routed_there": len(best[hot]),
+        "requests": summary(rows),
+        "first_20_s": summary([r for r in rows if r["t"] < 20]),
+        "last_20_s": summary([r for r in rows if r["t"] >= seconds - 20]),
+        "replicas_at_end": timeline[-1]["replicas"] if timeline else None,
+        "last_20_s_mean_lag": round(sum(p["lag"] or 0 for p in last) / max(1, len(last)), 1),
+        "last_20_s_answered_per_replica": served,
+        "decisions": decisions,
+        "timeline": timeline,
+    }
 
 
 async def bench(args: argparse.Namespace, home: Path) -> dict:

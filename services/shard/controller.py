@@ -136,7 +136,7 @@ class ShardController:
         for gone in self.pool.clusters() - clusters:
             log.info("stopping the replicas of %s/%d: no such cluster any more", *gone)
             await asyncio.to_thread(self.pool.scale, gone, 0)
-            await self.meter.forget(self._target(gone))
+            await self.meter.forget(self.target(gone))
             self.streaks.pop(gone, None)
             self.loads.pop(gone, None)
         for app, k in wanted.items():
@@ -149,7 +149,7 @@ class ShardController:
             await self._size(cluster)
         await self._report(wanted)
 
-    def _target(self, cluster: Cluster) -> Target:
+    def target(self, cluster: Cluster) -> Target:
         app, c = cluster
         return Target(shard_topic(self.settings, app, c), shard_group(self.settings, app, c))
 
@@ -157,7 +157,7 @@ class ShardController:
         app, c = cluster
         current = self.pool.count(cluster)
         try:
-            load = await self.meter.measure(self._target(cluster))
+            load = await self.meter.measure(self.target(cluster))
         except Exception as exc:  # a group not formed yet, a broker hiccup: keep the replicas
             log.debug("no load for %s/%d: %r", app, c, exc)
             load = Load(0.0, 0)
