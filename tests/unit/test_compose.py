@@ -27,6 +27,8 @@ CROSSREC_COMMANDS = {
     "gateway": ["crossrec", "gateway"],
     "trainer": ["crossrec", "trainer"],
     "query": ["crossrec", "query-service"],
+    "router": ["crossrec", "router"],
+    "shard-controller": ["crossrec", "shard-controller"],
 }
 SETTINGS = {
     "CROSSREC_KAFKA_BOOTSTRAP": "kafka:9092",
