@@ -1,18 +1,26 @@
 """Recommend over the broker against a bare echo request/reply on the same broker and settings.
 
     .venv/bin/python -m loadtest.bench_rpc [--rate 1000] [--seconds 30] [--warmup 5]
+                                           [--query-processes 2]
 
-It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME), streams the Complete Journey
-purchases (household -> product `purchase`, household -> category `category-purchase`) through
-ingest, trains with `crossrec train`, then runs, at the same open-loop rate, duration and warm-up:
+It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME, with --query-processes
+query-service processes in one consumer group), streams the Complete Journey purchases (household
+-> product `purchase`, household -> category `category-purchase`) through ingest, trains with
+`crossrec train`, then compares at one open-loop rate:
 
-1. echo: an RpcServer process whose handler returns the request body (the broker's round trip,
-   the floor), on its own request topic with the query topic's partition count;
-2. recommend: user queries for real households (history read from Redis) to the query service;
-3. echo again, so drift of the in-memory broker shows.
+- echo: as many RpcServer processes as query services, in one group, whose handler returns the
+  request body (the broker's round trip, the floor), on their own request topic with the query
+  topic's partition count; same client, server and event-loop code as the query path;
+- recommend: user queries for real households (history read from Redis) to the query service.
 
-Latency is per request from the call to the reply; the phases are compared window by window
-(10 s windows after the warm-up). Results go to loadtest/results/rpc.json.
+Fairness: Tansu's in-memory storage slows down as its partitions fill, so an echo run before or
+after the recommend phase sees a different broker. The two are therefore interleaved in windows of
+10 s — echo, recommend, echo, ..., echo — each window after its own warm-up at the same rate (not
+measured: it lets the previous window's queue drain). Every recommend window sits between two echo
+windows and both kinds send the same number of requests, so they see the same broker on average;
+each recommend window is also compared with the mean of its two neighbours. `--seconds` is the
+measured time of each kind. p50/p99 per kind pool all its measured requests; ratios are
+recommend / echo. Results go to loadtest/results/rpc.json (rpc-RATE.json for another rate).
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
+import uvloop
 
 from crossrec import datasets
 from crossrec import settings as config
@@ -76,7 +84,8 @@ async def load_data(settings: config.Settings) -> list[str]:
 async def run_phase(
     name: str, call: Callable[[int], Awaitable[object]], rate: int, seconds: float, warmup: float
 ) -> dict:
-    """Open loop: request n starts at n / rate, whatever the earlier ones are doing."""
+    """Open loop: request n starts at n / rate, whatever the earlier ones are doing. The
+    measured latencies (ms, after the warm-up) are under "latencies"."""
     latencies: list[tuple[float, float]] = []  # (start offset, seconds)
     errors: dict[str, int] = {}
     tasks = []
@@ -98,23 +107,17 @@ async def run_phase(
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(n, started)))
+    sent = time.perf_counter() - started  # how fast the generator kept up with the rate
     await asyncio.gather(*tasks)
-    measured = [(t, lat * 1000) for t, lat in latencies if t >= warmup]
-    windows = []
-    for w in range(int(seconds // WINDOW)):
-        lo, hi = warmup + w * WINDOW, warmup + (w + 1) * WINDOW
-        values = sorted(lat for t, lat in measured if lo <= t < hi)
-        if values:
-            windows.append({"p50_ms": _pct(values, 0.5), "p99_ms": _pct(values, 0.99)})
-    values = sorted(lat for _, lat in measured)
+    values = sorted(lat * 1000 for t, lat in latencies if t >= warmup)
     return {
         "phase": name,
         "requests": len(values),
         "errors": errors,
-        "achieved_rate": round(total / (time.perf_counter() - started)),
+        "achieved_rate": round(total / sent),
         "p50_ms": _pct(values, 0.5),
         "p99_ms": _pct(values, 0.99),
-        "windows": windows,
+        "latencies": values,
     }
 
 
@@ -124,7 +127,9 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * (len(values) - 1)))], 2)
 
 
-async def bench(settings: config.Settings, rate: int, seconds: float, warmup: float) -> dict:
+async def bench(
+    settings: config.Settings, rate: int, seconds: float, warmup: float, processes: int
+) -> dict:
     households = await load_data(settings)
     subprocess.run(
         [
@@ -140,16 +145,23 @@ async def bench(settings: config.Settings, rate: int, seconds: float, warmup: fl
         check=True,
     )
     await create_topics(settings, (TopicSpec(ECHO_TOPIC, 4),))
-    echo_server = subprocess.Popen([sys.executable, "-m", "loadtest.bench_rpc", "--echo-server"])
+    echo_servers = [
+        subprocess.Popen([sys.executable, "-m", "loadtest.bench_rpc", "--echo-server"])
+        for _ in range(processes)
+    ]
     rnd = random.Random(1)
-    phases = []
+    windows = []
     try:
         async with (
             RpcClient(settings, request_topic=settings.topic(ECHO_TOPIC)) as echo,
             Recommender(settings, timeout=5) as rec,
         ):
-            await echo.call(ECHO, b"ready?", timeout=30)
-            await rec.recommend(APP, {"user": households[0]}, timeout=30)  # loads the model
+            # requests on every partition, so each server process has joined its group and each
+            # query service has loaded the model (it does so on its first request)
+            await asyncio.gather(*(echo.call(ECHO, b"ready?", timeout=60) for _ in range(40)))
+            await asyncio.gather(
+                *(rec.recommend(APP, {"user": h}, timeout=60) for h in households[:40])
+            )
 
             async def ask_echo(n: int) -> object:
                 return await echo.call(ECHO, b"x" * 64, timeout=5)
@@ -157,22 +169,61 @@ async def bench(settings: config.Settings, rate: int, seconds: float, warmup: fl
             async def ask_recommend(n: int) -> object:
                 return await rec.recommend(APP, {"user": rnd.choice(households), "num": 20})
 
-            phases.append(await run_phase("echo", ask_echo, rate, seconds, warmup))
-            phases.append(await run_phase("recommend", ask_recommend, rate, seconds, warmup))
-            phases.append(await run_phase("echo again", ask_echo, rate, seconds, warmup))
+            rounds = max(1, int(seconds // WINDOW))
+            for _ in range(rounds):
+                windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup))
+                windows.append(await run_phase("recommend", ask_recommend, rate, WINDOW, warmup))
+            windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup))
     finally:
-        echo_server.terminate()
-        echo_server.wait(10)
-    echo_p50 = statistics.mean([phases[0]["p50_ms"], phases[2]["p50_ms"]])
-    echo_p99 = statistics.mean([phases[0]["p99_ms"], phases[2]["p99_ms"]])
+        for server in echo_servers:
+            server.terminate()
+        for server in echo_servers:
+            server.wait(10)
+    return summarize(windows, rate, warmup, processes)
+
+
+def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> dict:
+    kinds = {}
+    for kind in ("echo", "recommend"):
+        mine = [w for w in windows if w["phase"] == kind]
+        values = sorted(v for w in mine for v in w["latencies"])
+        errors: dict[str, int] = {}
+        for w in mine:
+            for name, count in w["errors"].items():
+                errors[name] = errors.get(name, 0) + count
+        kinds[kind] = {
+            "requests": len(values),
+            "errors": errors,
+            "achieved_rate_min": min(w["achieved_rate"] for w in mine),
+            "p50_ms": _pct(values, 0.5),
+            "p99_ms": _pct(values, 0.99),
+        }
+    compared = []  # each recommend window against the mean of the echo windows around it
+    for k in range(1, len(windows) - 1, 2):
+        before, rec, after = windows[k - 1], windows[k], windows[k + 1]
+        row: dict[str, float | None] = {}
+        for q in ("p50_ms", "p99_ms"):
+            around = [w[q] for w in (before, after) if w[q] is not None]
+            row[f"echo_{q}"] = round(sum(around) / len(around), 2) if around else None
+            row[f"recommend_{q}"] = rec[q]
+            row[f"ratio_{q[:3]}"] = _ratio(rec[q], row[f"echo_{q}"])
+        compared.append(row)
+    echo, rec = kinds["echo"], kinds["recommend"]
     return {
         "rate": rate,
-        "seconds": seconds,
-        "warmup": warmup,
-        "phases": phases,
-        "ratio_p50": round(phases[1]["p50_ms"] / echo_p50, 2) if phases[1]["p50_ms"] else None,
-        "ratio_p99": round(phases[1]["p99_ms"] / echo_p99, 2) if phases[1]["p99_ms"] else None,
+        "window_seconds": WINDOW,
+        "warmup_per_window": warmup,
+        "query_processes": processes,
+        "echo": echo,
+        "recommend": rec,
+        "ratio_p50": _ratio(rec["p50_ms"], echo["p50_ms"]),
+        "ratio_p99": _ratio(rec["p99_ms"], echo["p99_ms"]),
+        "windows": compared,
     }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
 
 
 def _engine_file() -> str:
@@ -197,16 +248,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds per kind")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds before each window")
+    parser.add_argument("--query-processes", type=int, default=2)
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # the query service runs on uvloop: so do the echo servers and the load generator
     if args.echo_server:
-        asyncio.run(serve_echo())
+        uvloop.run(serve_echo())
         return
-    with private_stack() as settings:
-        result = asyncio.run(bench(settings, args.rate, args.seconds, args.warmup))
-    write_results("rpc", result)
+    env = {"CROSSREC_QUERY_PROCESSES": str(args.query_processes)}
+    with private_stack(env) as settings:
+        result = uvloop.run(
+            bench(settings, args.rate, args.seconds, args.warmup, args.query_processes)
+        )
+    write_results("rpc" if args.rate == 1000 else f"rpc-{args.rate}", result)
 
 
 if __name__ == "__main__":

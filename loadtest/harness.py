@@ -29,11 +29,14 @@ def journey_engine(app: str, **params: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def private_stack() -> Iterator[config.Settings]:
-    """`crossrec up` in a temporary CROSSREC_HOME, stopped (and removed) afterwards."""
+def private_stack(env: dict[str, str] | None = None) -> Iterator[config.Settings]:
+    """`crossrec up` in a temporary CROSSREC_HOME (extra environment as given), stopped (and
+    removed) afterwards."""
     with tempfile.TemporaryDirectory(prefix="crossrec-bench-") as home:
         stack = BackgroundStack(
-            Path(home), {"CROSSREC_GATEWAY_PORT": str(free_port())}, log=Path(home) / "up.log"
+            Path(home),
+            {"CROSSREC_GATEWAY_PORT": str(free_port()), **(env or {})},
+            log=Path(home) / "up.log",
         )
         settings = stack.start()
         try:

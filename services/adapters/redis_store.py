@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -52,6 +52,7 @@ return new
 """
 
 _LUA_CHUNK = 20_000  # history entries per script call: bounds the time Redis is busy with one
+OLDEST = -(2**62)  # the time histories_many gives the targets it reads without their times
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,19 @@ class RedisStore:
             url, max_connections=max_connections, timeout=10
         )
         self.redis = aioredis.Redis(connection_pool=pool)
+        # history reads for queries: ids decoded to str by hiredis (in C) and ZREVRANGE's reply
+        # as parsed, without redis-py's callback that turns every score into bytes and back
+        reads = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10, decode_responses=True
+        )
+        self._reads = aioredis.Redis(connection_pool=reads)
+        self._reads.set_response_callback("ZREVRANGE", lambda response, **options: response)
         self._history_add = self.redis.register_script(_HISTORY_ADD)
         self._add_items = self.redis.register_script(_ADD_ITEMS)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self._reads.aclose()
 
     # -- apps -----------------------------------------------------------------------------
     async def create_app(self, name: str) -> App:
@@ -168,6 +177,45 @@ class RedisStore:
                 times[event] = [int(t) for _, t in members]
         return targets, times
 
+    async def histories_many(
+        self,
+        app: str,
+        wanted: Sequence[tuple[str, Sequence[str]]],
+        newest: Mapping[str, int] | None = None,
+        whole: Collection[str] = (),
+    ) -> list[tuple[dict[str, list[str]], dict[str, list[int]]]]:
+        """`histories` for several (user, event names) in one round trip, reading less when the
+        reader needs less: for an event in `newest`, only that many newest entries come with
+        their times (Redis formats every score as text: most of a read's cost on both sides);
+        if it is also in `whole`, every older target follows, timed OLDEST, after anything real."""
+        newest = newest or {}
+        # MULTI: the two reads of one key see the same list, so no target falls between them
+        async with self._reads.pipeline(transaction=True) as pipe:
+            for user, events in wanted:
+                for event in events:
+                    key = history_key(app, user, event)
+                    pipe.execute_command(
+                        "ZREVRANGE", key, 0, newest.get(event, 0) - 1, "WITHSCORES"
+                    )
+                    if event in newest and event in whole:
+                        pipe.execute_command("ZREVRANGE", key, newest[event], -1)
+            rows = iter(await pipe.execute())
+        out = []
+        for _, events in wanted:
+            targets: dict[str, list[str]] = {}
+            times: dict[str, list[int]] = {}
+            for event in events:
+                found, stamps = _members_and_times(next(rows))
+                if event in newest and event in whole:
+                    older = next(rows)
+                    if older:
+                        found += older
+                        stamps += [OLDEST] * len(older)
+                if found:
+                    targets[event], times[event] = found, stamps
+            out.append((targets, times))
+        return out
+
     async def history(
         self, app: str, user: str, event: str, limit: int = -1
     ) -> list[tuple[str, int]]:
@@ -257,6 +305,14 @@ class RedisStore:
             else:
                 out[key] = await self.redis.get(key)
         return out
+
+
+def _members_and_times(reply: list) -> tuple[list[str], list[int]]:
+    """A ZREVRANGE WITHSCORES reply as hiredis parsed it: [member, score] pairs (RESP3, redis-py's
+    default) or member, score, member, ... (RESP2)."""
+    if reply and isinstance(reply[0], list):
+        return [m for m, _ in reply], [int(t) for _, t in reply]
+    return reply[0::2], [int(float(t)) for t in reply[1::2]]
 
 
 def _app_dict(app: App) -> dict[str, object]:

@@ -13,14 +13,18 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import uvloop
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from elasticsearch import AsyncElasticsearch
+from redis.exceptions import RedisError
 
 from crossrec import settings as config
 from crossrec.adapters import elasticsearch as esa
@@ -32,19 +36,42 @@ from crossrec.core.query import InvalidQuery, Query, parse_query
 from crossrec.query.codec import decode_request, encode_response
 from crossrec.query.engine import Engine
 from crossrec.query.es_engine import ElasticsearchEngine, engine_kind
-from crossrec.rpc.protocol import RECOMMEND, Code, RpcError
+from crossrec.rpc.protocol import RECOMMEND, Code, Request, RpcError
 from crossrec.rpc.server import RpcServer
 from crossrec.stack import health
 
 log = logging.getLogger("crossrec.query")
 
 HISTORY_TIMEOUT = 0.2  # seconds; as the UR: a slow history read degrades to no history
+# a batch lets its finished replies go (one produce request) after about this much scoring, so
+# the first request of a large batch does not wait for the last
+FLUSH_SECONDS = 0.004
 
 
 @dataclass(frozen=True, slots=True)
 class LiveModel:
     version: str
     engine: Engine | ElasticsearchEngine  # the in-process engine answers at once, ES is awaited
+    # what a query reads (RedisStore.histories_many): newest events with times per event name,
+    # and the names whose whole history the blacklist takes; {}: everything, with times
+    newest: Mapping[str, int] = field(default_factory=dict)
+    whole: frozenset[str] = frozenset()
+
+
+def history_reads(engine: Engine | ElasticsearchEngine) -> tuple[dict[str, int], frozenset[str]]:
+    """The in-process engine scores only the newest maxQueryEvents of each indicator (a name's
+    cap: the largest of the indicators it is an alias of) and blacklists with the whole history
+    of blacklistEvents (crossrec.query.history, Engine._blacklist). The rest of a blacklisted
+    history needs no times: it comes timed OLDEST, after every real event, so the engine picks
+    the same events as from the whole timed history. Elasticsearch: read everything."""
+    if not isinstance(engine, Engine):
+        return {}, frozenset()
+    config = engine.config
+    newest: dict[str, int] = {}
+    for indicator in config.indicators:
+        for alias in indicator.aliases:
+            newest[alias] = max(newest.get(alias, 0), indicator.max_query_events)
+    return newest, frozenset(config.expand_event_names(config.blacklist_events))
 
 
 async def _maybe(value: Any) -> Any:
@@ -58,13 +85,17 @@ class QueryService:
         self.models = ModelStore(settings.modelstore)
         self.live: dict[str, LiveModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
-        self.server = RpcServer(settings, {RECOMMEND: self.recommend})
+        self.server = RpcServer(
+            settings, {RECOMMEND: self.recommend}, batch_handlers={RECOMMEND: self.recommend_batch}
+        )
         self._tasks: list[asyncio.Task] = []
         self._apps: set[str] = set()
         self._changed_while_loading: dict[str, set[str]] = {}
         self._es_settings = esa.EsSettings.from_env()
         self._es: AsyncElasticsearch | None = None
         self._apps_read = 0.0
+        # `crossrec up` names its extra query-service processes query-service-2 ... (status rows)
+        self.name = os.environ.get("CROSSREC_SERVICE_NAME", "query-service")
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -89,7 +120,7 @@ class QueryService:
                 versions = {app: m.version for app, m in self.live.items()}
                 await health.report(
                     self.store.redis,
-                    "query-service",
+                    self.name,
                     self.server.assigned.is_set(),
                     versions=versions,
                 )
@@ -135,7 +166,7 @@ class QueryService:
             changed = list(self._changed_while_loading[app])
             props = await self.store.item_properties(app, changed)
             await _maybe(engine.update_many({item: props.get(item) for item in changed}))
-            self.live[app] = LiveModel(version, engine)  # the swap: one assignment
+            self.live[app] = LiveModel(version, engine, *history_reads(engine))  # the swap
         finally:
             del self._changed_while_loading[app]
         log.info("app %s: model %s live in %.2f s", app, version, time.perf_counter() - started)
@@ -203,23 +234,55 @@ class QueryService:
 
     # -- requests -------------------------------------------------------------------------------
     async def recommend(self, body: bytes, content_type: str) -> bytes:
+        call = Request(RECOMMEND, "", "", 0, 2**62, content_type, body)  # no deadline of its own
+        [(_, outcome)] = [answer async for answer in self.recommend_batch([call])]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def recommend_batch(
+        self, calls: Sequence[Request]
+    ) -> AsyncIterator[tuple[int, bytes | Exception]]:
+        """Each request's response (or error) by position: decoded and checked one by one, the
+        users' histories read in one round trip, then scored unless expired meanwhile."""
+        ready: list[tuple[int, str, Query, LiveModel, list[str]]] = []
+        for n, call in enumerate(calls):
+            try:
+                app, query, live = await self._prepare(call.body, call.content_type)
+                names = live.engine.history_event_names(query) if query.user else []
+                ready.append((n, app, query, live, names))
+            except Exception as exc:
+                yield n, _invalid(exc)
+        histories = await self._histories(ready)
+        flushed = time.perf_counter()
+        for (n, _, query, live, _), (targets, times) in zip(ready, histories, strict=True):
+            content_type = calls[n].content_type
+            if calls[n].expired:  # the server would drop the reply: spare the scoring
+                yield n, RpcError(Code.DEADLINE_EXCEEDED, "expired before it was scored")
+                continue
+            try:
+                now = int(time.time() * 1000)
+                result = await _maybe(live.engine.recommend(query, targets, now, times=times))
+                pio = result.to_pio()
+                yield n, encode_response(pio, live.version, result.backfill, content_type)
+            except Exception as exc:
+                yield n, _invalid(exc)
+            if time.perf_counter() - flushed > FLUSH_SECONDS:
+                await asyncio.sleep(0)  # the producer sends what is ready
+                flushed = time.perf_counter()
+
+    async def _prepare(self, body: bytes, content_type: str) -> tuple[str, Query, LiveModel]:
         app, doc = decode_request(body, content_type)
-        try:
-            query = parse_query(doc)
-            if app not in await self._known_apps(app):
-                raise RpcError(Code.NOT_FOUND, f"no app named {app!r}")
-            live = await self.model_for(app)
-            if live is None:
-                raise RpcError(
-                    Code.FAILED_PRECONDITION,
-                    f"app {app!r} has no model yet: train one with `crossrec train --app {app} --engine FILE`",
-                )
-            targets, times = await self._history(app, query, live.engine)
-            now = int(time.time() * 1000)
-            result = await _maybe(live.engine.recommend(query, targets, now, times=times))
-        except InvalidQuery as exc:
-            raise RpcError(Code.INVALID_ARGUMENT, f"{exc.field}: {exc.message}") from None
-        return encode_response(result.to_pio(), live.version, result.backfill, content_type)
+        query = parse_query(doc)
+        if app not in await self._known_apps(app):
+            raise RpcError(Code.NOT_FOUND, f"no app named {app!r}")
+        live = await self.model_for(app)
+        if live is None:
+            raise RpcError(
+                Code.FAILED_PRECONDITION,
+                f"app {app!r} has no model yet: train one with `crossrec train --app {app} --engine FILE`",
+            )
+        return app, query, live
 
     async def _known_apps(self, wanted: str) -> set[str]:
         """App names, cached for a second; a miss is looked up again at once."""
@@ -228,21 +291,39 @@ class QueryService:
             self._apps_read = time.monotonic()
         return self._apps
 
-    async def _history(
-        self, app: str, query: Query, engine: Engine | ElasticsearchEngine
-    ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
-        if not query.user:
-            return {}, {}
-        names = engine.history_event_names(query)
-        try:
-            return await asyncio.wait_for(
-                self.store.histories(app, query.user, names), HISTORY_TIMEOUT
-            )
-        except (TimeoutError, OSError) as exc:
-            log.warning(
-                "history of %s/%s unavailable (%r): answering without it", app, query.user, exc
-            )
-            return {}, {}
+    async def _histories(
+        self, ready: Sequence[tuple[int, str, Query, LiveModel, list[str]]]
+    ) -> list[tuple[dict[str, list[str]], dict[str, list[int]]]]:
+        """Per request, its user's history (empty without a user): one round trip per model."""
+        out: list[tuple[dict[str, list[str]], dict[str, list[int]]]] = [({}, {})] * len(ready)
+        by_model: dict[tuple[str, str], list[int]] = {}
+        for k, (_, app, query, live, names) in enumerate(ready):
+            if query.user and names:
+                by_model.setdefault((app, live.version), []).append(k)
+        for (app, _), ks in by_model.items():
+            wanted = [(ready[k][2].user or "", ready[k][4]) for k in ks]
+            live = ready[ks[0]][3]
+            read = self.store.histories_many(app, wanted, live.newest, live.whole)
+            try:
+                found = await asyncio.wait_for(read, HISTORY_TIMEOUT)
+            except (TimeoutError, OSError, RedisError) as exc:
+                log.warning(
+                    "history of %d users of %s unavailable (%r): answering without it",
+                    len(ks),
+                    app,
+                    exc,
+                )
+                continue
+            for k, history in zip(ks, found, strict=True):
+                out[k] = history
+        return out
+
+
+def _invalid(exc: Exception) -> Exception:
+    """An invalid query becomes INVALID_ARGUMENT; anything else goes to the server as it is."""
+    if isinstance(exc, InvalidQuery):
+        return RpcError(Code.INVALID_ARGUMENT, f"{exc.field}: {exc.message}")
+    return exc
 
 
 def main() -> None:
@@ -251,4 +332,4 @@ def main() -> None:
     async def serve() -> None:
         await QueryService(config.load()).run()  # aiokafka objects need the running loop
 
-    asyncio.run(serve())
+    uvloop.run(serve())  # the loop's own per-message cost is a good part of a request's

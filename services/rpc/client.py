@@ -3,6 +3,9 @@ client processes run at once and each hears only its replies.
 
     async with RpcClient(settings) as client:
         body = await client.call(RECOMMEND, request_bytes, timeout=1.0)
+        replies = await client.gather({0: topic_a, 1: topic_b}, METHOD, body, deadline_ms)
+
+`gather` is the sharded tier's fan-out: one request to many topics, one deadline.
 """
 
 from __future__ import annotations
@@ -10,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Mapping
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
-from crossrec.rpc.protocol import PROTOBUF, Code, Reply, Request, RpcError, now_ms
+from crossrec.rpc.protocol import JSON, PROTOBUF, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
+
+K = TypeVar("K")
 
 
 class RpcClient:
@@ -85,17 +92,17 @@ class RpcClient:
                     if future is not None and not future.done():
                         future.set_result(reply)
 
-    async def call(
-        self, method: str, body: bytes, timeout: float = 5.0, content_type: str = PROTOBUF
-    ) -> bytes:
-        """Send one request and wait for its reply; RpcError for any status but OK."""
+    async def _send(
+        self, topic: str, method: str, body: bytes, deadline_ms: int, content_type: str
+    ) -> tuple[str, asyncio.Future[Reply]]:
+        """Produce one request; its correlation id and the future its reply will complete."""
         correlation_id = uuid.uuid4().hex
         request = Request(
             method=method,
             correlation_id=correlation_id,
             reply_to=self.reply_topic,
             reply_partition=0,
-            deadline_ms=now_ms() + int(timeout * 1000),
+            deadline_ms=deadline_ms,
             content_type=content_type,
             body=body,
         )
@@ -103,8 +110,22 @@ class RpcClient:
         self._waiting[correlation_id] = future
         try:
             await self.producer.send(
-                self.request_topic, body, key=correlation_id.encode(), headers=request.headers()
+                topic, body, key=correlation_id.encode(), headers=request.headers()
             )
+        except BaseException:
+            self._waiting.pop(correlation_id, None)
+            raise
+        return correlation_id, future
+
+    async def call(
+        self, method: str, body: bytes, timeout: float = 5.0, content_type: str = PROTOBUF
+    ) -> bytes:
+        """Send one request and wait for its reply; RpcError for any status but OK."""
+        deadline_ms = now_ms() + int(timeout * 1000)
+        correlation_id, future = await self._send(
+            self.request_topic, method, body, deadline_ms, content_type
+        )
+        try:
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RpcError(Code.DEADLINE_EXCEEDED, f"no reply within {timeout:.3f} s") from None
@@ -113,3 +134,25 @@ class RpcClient:
         if reply.code != Code.OK:
             raise RpcError(reply.code, reply.message)
         return reply.body
+
+    async def gather(
+        self,
+        topics: Mapping[K, str],
+        method: str,
+        body: bytes,
+        deadline_ms: int,
+        content_type: str = JSON,
+    ) -> dict[K, Reply]:
+        """The same request to several topics (key -> topic), all sent before any is awaited;
+        the replies (any status) that arrive by the one absolute deadline, by key."""
+        sent: dict[K, tuple[str, asyncio.Future[Reply]]] = {}
+        try:
+            for key, topic in topics.items():
+                sent[key] = await self._send(topic, method, body, deadline_ms, content_type)
+            timeout = max(0.0, (deadline_ms - now_ms()) / 1000)
+            if sent:
+                await asyncio.wait([f for _, f in sent.values()], timeout=timeout)
+            return {k: f.result() for k, (_, f) in sent.items() if f.done() and not f.cancelled()}
+        finally:
+            for correlation_id, _ in sent.values():
+                self._waiting.pop(correlation_id, None)

@@ -4,24 +4,33 @@ method, replies produced to each request's reply-to topic and partition.
 Requests whose deadline has passed are dropped unanswered (the client has given up). A handler
 raises RpcError for a non-OK status; any other exception becomes INTERNAL: the server never dies
 on input.
+
+A method may instead have a batch handler, given every request for it that one poll brought: it
+can share work between them (one Redis round trip for all their reads) and skips a task per
+request. It yields each outcome as it is ready; replies produced without awaiting in between
+leave in one produce request, so a handler that awaits now and then lets finished replies go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
 
 from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
-from crossrec.rpc.protocol import Code, Reply, Request, RpcError
+from crossrec.rpc.protocol import METHOD, Code, Reply, Request, RpcError
 from crossrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # (body, content type) -> (reply body); raise RpcError for a status other than OK
 Handler = Callable[[bytes, str], Awaitable[bytes]]
+# requests -> (position, reply body or the exception it failed with), in any order; a handler
+# may skip work for a request that has `expired` (its reply would be dropped)
+BatchHandler = Callable[[Sequence[Request]], AsyncIterator[tuple[int, bytes | Exception]]]
+BATCH_SIZE = 32  # requests per batch handler call: a late one's wait and one history read's size
 
 
 class RpcServer:
@@ -32,9 +41,11 @@ class RpcServer:
         group: str = "crossrec-query",
         topic: str | None = None,
         max_concurrency: int = 256,
+        batch_handlers: dict[str, BatchHandler] | None = None,
     ) -> None:
         self.settings = settings
         self.handlers = handlers
+        self.batch_handlers = batch_handlers or {}
         self.topic = topic or settings.topic("rpc-requests")
         self.consumer = AIOKafkaConsumer(
             self.topic,
@@ -70,29 +81,48 @@ class RpcServer:
             batches = await self.consumer.getmany(timeout_ms=200)
             if self.consumer.assignment():
                 self.assigned.set()
+            batched: dict[str, list[Request]] = {}
             for records in batches.values():
                 for record in records:
+                    headers = dict(record.headers or ())
+                    method = headers.get(METHOD, b"").decode(errors="replace")
+                    if method in self.batch_handlers:
+                        request = self._request(headers, record.value or b"")
+                        if request is not None:
+                            batched.setdefault(method, []).append(request)
+                        continue
                     await self.slots.acquire()
-                    task = asyncio.create_task(
-                        self._answer(dict(record.headers or ()), record.value or b"")
-                    )
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
+                    self._spawn(self._answer(headers, record.value or b""))
+            for method, requests in batched.items():
+                await self.slots.acquire()  # a batch is at most max_poll_records requests
+                self._spawn(self._answer_batch(self.batch_handlers[method], requests))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         self.slots.release()
 
-    async def _answer(self, headers: dict[str, bytes], body: bytes) -> None:
+    def _request(self, headers: dict[str, bytes], body: bytes) -> Request | None:
+        """The request, or None (counted) when it is malformed or already expired."""
         try:
             request = Request.from_record(headers, body)
         except (KeyError, ValueError) as exc:
             # without a reply-to there is nobody to tell
             self.counts["malformed"] += 1
             log.warning("dropped a request with bad metadata: %r", exc)
-            return
+            return None
         if request.expired:
             self.counts["expired"] += 1
+            return None
+        return request
+
+    async def _answer(self, headers: dict[str, bytes], body: bytes) -> None:
+        request = self._request(headers, body)
+        if request is None:
             return
         code, message, payload = Code.OK, "", b""
         handler = self.handlers.get(request.method)
@@ -105,10 +135,32 @@ class RpcServer:
         except Exception as exc:
             log.exception("handler failed")
             code, message = Code.INTERNAL, f"{type(exc).__name__}: {exc}"
+        await self._reply(request, code, message, payload)
+
+    async def _answer_batch(self, handler: BatchHandler, requests: list[Request]) -> None:
+        """A poll's requests in chunks, one after the other: a chunk's reads are fresh when it is
+        scored, and requests that expired meanwhile can be skipped."""
+        for start in range(0, len(requests), BATCH_SIZE):
+            chunk = requests[start : start + BATCH_SIZE]
+            pending = dict(enumerate(chunk))
+            try:
+                async for position, outcome in handler(chunk):
+                    request = pending.pop(position)
+                    if isinstance(outcome, bytes):
+                        await self._reply(request, Code.OK, "", outcome)
+                    else:
+                        await self._reply(request, *_status(outcome), b"")
+            except Exception as exc:
+                log.exception("batch handler failed")
+                for request in pending.values():
+                    await self._reply(request, Code.INTERNAL, f"{type(exc).__name__}: {exc}", b"")
+
+    async def _reply(self, request: Request, code: Code, message: str, payload: bytes) -> None:
         if request.expired:
             self.counts["expired"] += 1
             return
         reply = Reply(request.correlation_id, code, message, request.content_type, payload)
+        # send() only appends to the producer's batch for that partition; delivery is not awaited
         await self.producer.send(
             request.reply_to,
             payload,
@@ -117,3 +169,10 @@ class RpcServer:
             headers=reply.headers(),
         )
         self.counts["answered"] += 1
+
+
+def _status(exc: Exception) -> tuple[Code, str]:
+    if isinstance(exc, RpcError):
+        return exc.code, exc.message
+    log.error("handler failed", exc_info=exc)
+    return Code.INTERNAL, f"{type(exc).__name__}: {exc}"

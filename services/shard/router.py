@@ -27,10 +27,10 @@ from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.query import InvalidQuery, Query, parse_query
 from crossrec.query.codec import decode_request, encode_response
 from crossrec.query.sharding import Merged, Router
+from crossrec.rpc.client import RpcClient
 from crossrec.rpc.protocol import DEADLINE, RECOMMEND, Code, RpcError, now_ms
 from crossrec.rpc.server import RpcServer
 from crossrec.shard import versions as ver
-from crossrec.shard.fanout import FanOut
 from crossrec.shard.follow import follow
 from crossrec.shard.topics import CANDIDATES, shard_topic
 from crossrec.shard.wire import SubQuery, decode_answer, encode_sub_query
@@ -77,7 +77,7 @@ class ShardRouter:
         self.history_timeout = history_timeout
         self.store = RedisStore(settings.redis_url)
         self.models = ModelStore(settings.modelstore)
-        self.fanout = FanOut(settings)
+        self.fanout = RpcClient(settings)  # its gather(): one sub-query per chosen cluster
         self.server = DeadlineServer(
             settings, {RECOMMEND: self.recommend}, group=group, topic=request_topic
         )
