@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
 
 from crossrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +92,32 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+async def follow_broadcast(
+    settings: Settings, topic_name: str, handle: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
+    """Read a broadcast topic (model-updates, item-changes) whole, without a group, so every
+    server hears every record: `handle` each JSON record from now on, until cancelled; a
+    failing record is logged and skipped."""
+    topic = settings.topic(topic_name)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **CONSUMER_SETTINGS
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata, so the partitions are known
+        found = consumer.partitions_for_topic(topic) or {0}
+        partitions = [TopicPartition(topic, p) for p in found]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)  # Tansu's end may repeat old records: harmless
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        await handle(orjson.loads(record.value))
+                    except Exception:
+                        log.exception("could not apply a %s record", topic_name)
+    finally:
+        await consumer.stop()

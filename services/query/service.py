@@ -19,16 +19,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import uvloop
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 from elasticsearch import AsyncElasticsearch
 from redis.exceptions import RedisError
 
 from crossrec import settings as config
 from crossrec.adapters import elasticsearch as esa
-from crossrec.adapters.kafka import CONSUMER_SETTINGS
+from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.config import parse_engine_config
@@ -101,8 +98,8 @@ class QueryService:
     async def run(self) -> None:
         await self.server.start()
         watchers = [
-            self._follow("model-updates", self._on_model_update),
-            self._follow("item-changes", self._on_item_change),
+            follow_broadcast(self.settings, "model-updates", self._on_model_update),
+            follow_broadcast(self.settings, "item-changes", self._on_item_change),
             self._heartbeat(),
         ]
         self._tasks = [asyncio.create_task(w) for w in watchers]
@@ -203,34 +200,6 @@ class QueryService:
             return
         props = await self.store.item_properties(app, items)
         await _maybe(live.engine.update_many({item: props.get(item) for item in items}))
-
-    async def _follow(self, topic_name: str, handle: Any) -> None:
-        """Every server reads these topics whole (no group), from their end at start-up."""
-        topic = self.settings.topic(topic_name)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            **CONSUMER_SETTINGS,
-        )
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}
-            ]
-            consumer.assign(partitions)
-            await consumer.seek_to_end(
-                *partitions
-            )  # Tansu's end may repeat a few old records: harmless
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        try:
-                            await handle(orjson.loads(record.value))
-                        except Exception:
-                            log.exception("could not apply %s record", topic_name)
-        finally:
-            await consumer.stop()
 
     # -- requests -------------------------------------------------------------------------------
     async def recommend(self, body: bytes, content_type: str) -> bytes:

@@ -14,6 +14,7 @@ leave in one produce request, so a handler that awaits now and then lets finishe
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -30,6 +31,9 @@ Handler = Callable[[bytes, str], Awaitable[bytes]]
 # requests -> (position, reply body or the exception it failed with), in any order; a handler
 # may skip work for a request that has `expired` (its reply would be dropped)
 BatchHandler = Callable[[Sequence[Request]], AsyncIterator[tuple[int, bytes | Exception]]]
+# The deadline (epoch ms) of the request a handler is answering: each request is answered in a
+# task of its own, so the variable set there is that request's (the router gathers until it).
+request_deadline_ms: contextvars.ContextVar[int] = contextvars.ContextVar("request_deadline_ms")
 BATCH_SIZE = 32  # requests per batch handler call: a late one's wait and one history read's size
 
 
@@ -125,6 +129,7 @@ class RpcServer:
         if request is None:
             return
         code, message, payload = Code.OK, "", b""
+        request_deadline_ms.set(request.deadline_ms)
         handler = self.handlers.get(request.method)
         try:
             if handler is None:

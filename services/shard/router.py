@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from dataclasses import dataclass
 
 from crossrec import settings as config
+from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.query import InvalidQuery, Query, parse_query
 from crossrec.query.codec import decode_request, encode_response
 from crossrec.query.sharding import Merged, Router
 from crossrec.rpc.client import RpcClient
-from crossrec.rpc.protocol import DEADLINE, RECOMMEND, Code, RpcError, now_ms
-from crossrec.rpc.server import RpcServer
+from crossrec.rpc.protocol import RECOMMEND, Code, RpcError, now_ms
+from crossrec.rpc.server import RpcServer, request_deadline_ms
 from crossrec.shard import versions as ver
-from crossrec.shard.follow import follow
 from crossrec.shard.topics import CANDIDATES, shard_topic
 from crossrec.shard.wire import SubQuery, decode_answer, encode_sub_query
 from crossrec.stack import health
@@ -40,17 +39,6 @@ log = logging.getLogger("crossrec.shard.router")
 
 HISTORY_TIMEOUT = 0.2  # seconds; as the query service: a slow history read means no history
 DEFAULT_TIMEOUT_MS = 1000  # a request without a deadline header (none should come)
-_deadline: contextvars.ContextVar[int | None] = contextvars.ContextVar("deadline", default=None)
-
-
-class DeadlineServer(RpcServer):
-    """RpcServer whose handlers can read the request's deadline (`_deadline`): each request is
-    answered in a task of its own, so a context variable set there is the request's."""
-
-    async def _answer(self, headers: dict[str, bytes], body: bytes) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            _deadline.set(int(headers[DEADLINE]))
-        await super()._answer(headers, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +66,7 @@ class ShardRouter:
         self.store = RedisStore(settings.redis_url)
         self.models = ModelStore(settings.modelstore)
         self.fanout = RpcClient(settings)  # its gather(): one sub-query per chosen cluster
-        self.server = DeadlineServer(
+        self.server = RpcServer(
             settings, {RECOMMEND: self.recommend}, group=group, topic=request_topic
         )
         self.live: dict[str, LiveRouter] = {}
@@ -91,7 +79,7 @@ class ShardRouter:
         await self.fanout.start()
         await self.server.start()
         tasks = [
-            asyncio.create_task(follow(self.settings, "model-updates", self._on_model)),
+            asyncio.create_task(follow_broadcast(self.settings, "model-updates", self._on_model)),
             asyncio.create_task(self._heartbeat()),
         ]
         try:
@@ -196,7 +184,7 @@ class ShardRouter:
         chosen = router.route(router.context(query, history, times), live.fan_out).tolist()
         now = now_ms()
         sub = SubQuery(live.version, router.sub_query(query), history, times, now)
-        deadline = (_deadline.get() or now + DEFAULT_TIMEOUT_MS) - self.margin_ms
+        deadline = request_deadline_ms.get(now + DEFAULT_TIMEOUT_MS) - self.margin_ms
         topics = {c: shard_topic(self.settings, app, c) for c in chosen}
         replies = await self.fanout.gather(topics, CANDIDATES, encode_sub_query(sub), deadline)
         answers = {}

@@ -21,6 +21,7 @@ import logging
 import time
 
 from crossrec import settings as config
+from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.query import InvalidQuery
@@ -28,7 +29,6 @@ from crossrec.query.sharding import ClusterWorker
 from crossrec.rpc.protocol import Code, RpcError
 from crossrec.rpc.server import RpcServer
 from crossrec.shard import versions as ver
-from crossrec.shard.follow import follow
 from crossrec.shard.topics import CANDIDATES, create_shard_topics, shard_group, shard_topic
 from crossrec.shard.wire import decode_sub_query, encode_answer
 from crossrec.stack import health
@@ -75,12 +75,16 @@ class ShardWorker:
 
     async def _run(self) -> int:
         self.gone = asyncio.get_running_loop().create_future()
-        tasks = [asyncio.create_task(follow(self.settings, "item-changes", self._on_change))]
+        tasks = [
+            asyncio.create_task(follow_broadcast(self.settings, "item-changes", self._on_change))
+        ]
         try:
             k = await self._first_version()
             await create_shard_topics(self.settings, self.app, k)
             tasks.append(
-                asyncio.create_task(follow(self.settings, "model-updates", self._on_model))
+                asyncio.create_task(
+                    follow_broadcast(self.settings, "model-updates", self._on_model)
+                )
             )
             live = await asyncio.to_thread(self.models.live, self.app)
             if live and live not in self.held:  # announced before we followed model-updates
