@@ -80,6 +80,8 @@ class RedisStore:
         )
         self._reads = aioredis.Redis(connection_pool=reads)
         self._reads.set_response_callback("ZREVRANGE", lambda response, **options: response)
+        self._app_names: set[str] = set()  # app_known's cache
+        self._app_names_read = 0.0
         self._history_add = self.redis.register_script(_HISTORY_ADD)
         self._add_items = self.redis.register_script(_ADD_ITEMS)
 
@@ -104,6 +106,15 @@ class RedisStore:
 
     async def app_exists(self, name: str) -> bool:
         return bool(await self.redis.hexists(APPS, name))
+
+    async def app_known(self, name: str, max_age: float = 1.0) -> bool:
+        """Whether an app exists, from a list of app names at most `max_age` seconds old; a
+        name not on the list is looked up again at once (a new app answers immediately)."""
+        now = time.monotonic()
+        if name not in self._app_names or now - self._app_names_read > max_age:
+            self._app_names = await self.app_names()
+            self._app_names_read = now
+        return name in self._app_names
 
     async def app_for_key(self, access_key: str) -> str | None:
         name = await self.redis.hget(ACCESS_KEYS, access_key)

@@ -86,11 +86,9 @@ class QueryService:
             settings, {RECOMMEND: self.recommend}, batch_handlers={RECOMMEND: self.recommend_batch}
         )
         self._tasks: list[asyncio.Task] = []
-        self._apps: set[str] = set()
         self._changed_while_loading: dict[str, set[str]] = {}
         self._es_settings = esa.EsSettings.from_env()
         self._es: AsyncElasticsearch | None = None
-        self._apps_read = 0.0
         # `crossrec up` names its extra query-service processes query-service-2 ... (status rows)
         self.name = os.environ.get("CROSSREC_SERVICE_NAME", "query-service")
 
@@ -243,7 +241,7 @@ class QueryService:
     async def _prepare(self, body: bytes, content_type: str) -> tuple[str, Query, LiveModel]:
         app, doc = decode_request(body, content_type)
         query = parse_query(doc)
-        if app not in await self._known_apps(app):
+        if not await self.store.app_known(app):
             raise RpcError(Code.NOT_FOUND, f"no app named {app!r}")
         live = await self.model_for(app)
         if live is None:
@@ -252,13 +250,6 @@ class QueryService:
                 f"app {app!r} has no model yet: train one with `crossrec train --app {app} --engine FILE`",
             )
         return app, query, live
-
-    async def _known_apps(self, wanted: str) -> set[str]:
-        """App names, cached for a second; a miss is looked up again at once."""
-        if wanted not in self._apps or time.monotonic() - self._apps_read > 1.0:
-            self._apps = await self.store.app_names()
-            self._apps_read = time.monotonic()
-        return self._apps
 
     async def _histories(
         self, ready: Sequence[tuple[int, str, Query, LiveModel, list[str]]]

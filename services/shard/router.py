@@ -71,8 +71,6 @@ class ShardRouter:
         )
         self.live: dict[str, LiveRouter] = {}
         self._loading: dict[str, asyncio.Task] = {}
-        self._apps: set[str] = set()
-        self._apps_read = 0.0
         self.counts = {"requests": 0, "partial": 0, "fallback": 0}
 
     async def run(self) -> None:
@@ -156,7 +154,7 @@ class ShardRouter:
         app, doc = decode_request(body, content_type)
         try:
             query = parse_query(doc)
-            if app not in await self._known_apps(app):
+            if not await self.store.app_known(app):
                 raise RpcError(Code.NOT_FOUND, f"no app named {app!r}")
             try:
                 live = await self.model_for(app)
@@ -199,13 +197,6 @@ class ShardRouter:
         if not answers:
             return router.fallback(query, history, chosen)
         return router.merge(query, answers, chosen)
-
-    async def _known_apps(self, wanted: str) -> set[str]:
-        """App names, cached for a second; a miss is looked up again at once."""
-        if wanted not in self._apps or time.monotonic() - self._apps_read > 1.0:
-            self._apps = await self.store.app_names()
-            self._apps_read = time.monotonic()
-        return self._apps
 
     async def _history(
         self, app: str, query: Query, router: Router
