@@ -372,14 +372,16 @@ async def _wait_live(store, app_name: str, version: str, timeout: float) -> None
     from crossrec.stack.supervisor import running_stack
 
     info = running_stack()
-    pids = [
-        pid for name, pid in (info or {}).get("services", {}).items() if name == "query-service"
+    servers = [  # every query-service process (CROSSREC_QUERY_PROCESSES) and the router
+        (name, pid)
+        for name, pid in (info or {}).get("services", {}).items()
+        if name.startswith("query-service") or name == "router"
     ]
     deadline = time.monotonic() + timeout
     from crossrec.stack import health
 
-    while pids and time.monotonic() < deadline:
-        beats = [await health.read(store.redis, "query-service", pid) for pid in pids]
+    while servers and time.monotonic() < deadline:
+        beats = [await health.read(store.redis, name, pid) for name, pid in servers]
         serving = [b for b in beats if b and b.get("versions", {}).get(app_name)]
         if all(b.get("versions", {}).get(app_name) == version for b in serving):
             return

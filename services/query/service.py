@@ -99,6 +99,7 @@ class QueryService:
             follow_broadcast(self.settings, "model-updates", self._on_model_update),
             follow_broadcast(self.settings, "item-changes", self._on_item_change),
             self._heartbeat(),
+            self._preload(),
         ]
         self._tasks = [asyncio.create_task(w) for w in watchers]
         try:
@@ -108,6 +109,15 @@ class QueryService:
                 task.cancel()
             await self.server.stop()
             await self.store.close()
+
+    async def _preload(self) -> None:
+        """Load every app's live model at start-up, so a new process's first requests do not
+        wait for the load (requests for an app still loading share that load)."""
+        for app in sorted(await self.store.app_names()):
+            try:
+                await self.model_for(app)
+            except Exception as exc:  # its requests will say what is wrong; the service serves on
+                log.warning("app %s: live model not loaded at start-up: %r", app, exc)
 
     async def _heartbeat(self) -> None:
         while True:
