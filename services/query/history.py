@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
+from crossrec.core.config import EngineConfig
 from crossrec.core.query import InvalidQuery
 
 
@@ -111,3 +112,17 @@ def names_to_read(
     """The event names whose history a query reads: the allowed ones, then the blacklist's."""
     names = [a for names in aliases for a in names if a in allowed]
     return list(dict.fromkeys([*names, *blacklist_events]))
+
+
+def reads(config: EngineConfig) -> tuple[dict[str, int], frozenset[str]]:
+    """What a query needs of a user's history (RedisStore.histories_many): the newest
+    maxQueryEvents of each indicator with their times (a name's cap: the largest of the
+    indicators it is an alias of), and the whole history of blacklistEvents
+    (Engine._blacklist). The rest of a blacklisted history needs no times: it comes timed
+    OLDEST, after every real event, so `recent` picks the same events as from the whole timed
+    history."""
+    newest: dict[str, int] = {}
+    for indicator in config.indicators:
+        for alias in indicator.aliases:
+            newest[alias] = max(newest.get(alias, 0), indicator.max_query_events)
+    return newest, frozenset(config.expand_event_names(config.blacklist_events))

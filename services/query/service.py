@@ -30,6 +30,7 @@ from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.config import parse_engine_config
 from crossrec.core.query import InvalidQuery, Query, parse_query
+from crossrec.query import history as hist
 from crossrec.query.codec import decode_request, encode_response
 from crossrec.query.engine import Engine
 from crossrec.query.es_engine import ElasticsearchEngine, engine_kind
@@ -56,19 +57,9 @@ class LiveModel:
 
 
 def history_reads(engine: Engine | ElasticsearchEngine) -> tuple[dict[str, int], frozenset[str]]:
-    """The in-process engine scores only the newest maxQueryEvents of each indicator (a name's
-    cap: the largest of the indicators it is an alias of) and blacklists with the whole history
-    of blacklistEvents (crossrec.query.history, Engine._blacklist). The rest of a blacklisted
-    history needs no times: it comes timed OLDEST, after every real event, so the engine picks
-    the same events as from the whole timed history. Elasticsearch: read everything."""
-    if not isinstance(engine, Engine):
-        return {}, frozenset()
-    config = engine.config
-    newest: dict[str, int] = {}
-    for indicator in config.indicators:
-        for alias in indicator.aliases:
-            newest[alias] = max(newest.get(alias, 0), indicator.max_query_events)
-    return newest, frozenset(config.expand_event_names(config.blacklist_events))
+    """The in-process engine needs only part of a history (history.reads); Elasticsearch
+    queries get everything."""
+    return hist.reads(engine.config) if isinstance(engine, Engine) else ({}, frozenset())
 
 
 async def _maybe(value: Any) -> Any:

@@ -25,6 +25,7 @@ from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.query import InvalidQuery, Query, parse_query
+from crossrec.query import history as hist
 from crossrec.query.codec import decode_request, encode_response
 from crossrec.query.sharding import Merged, Router
 from crossrec.rpc.client import RpcClient
@@ -205,9 +206,12 @@ class ShardRouter:
             return {}, {}
         names = router.history_event_names(query)
         try:
-            return await asyncio.wait_for(
-                self.store.histories(app, query.user, names), self.history_timeout
+            newest, whole = hist.reads(router.config)
+            [read] = await asyncio.wait_for(
+                self.store.histories_many(app, [(query.user, names)], newest, whole),
+                self.history_timeout,
             )
+            return read
         except (TimeoutError, OSError) as exc:
             log.warning("history of %s/%s unavailable (%r): none used", app, query.user, exc)
             return {}, {}
