@@ -65,6 +65,7 @@ class Engine:
         self.properties = PropertyIndex(model.properties, frozenset(self._field_of) | {"id"})
         longest = max((len(ind.docs) for ind in self.indicators), default=0)
         self._ones = np.ones(longest)  # the posting "values" of scoring's matrix product
+        self._scratch = scoring.Scratch()
 
     def __len__(self) -> int:
         return self.documents.n
@@ -73,10 +74,8 @@ class Engine:
         """Bytes of the arrays the engine adds to its model (postings, orders, ids' hashes,
         property postings); Python objects' overhead not counted."""
         arrays = [self._ones, *self.documents.arrays()]
-        for ind in self.indicators:
-            arrays += [ind.indptr, ind.docs, ind.idf, *ind.vocabulary.arrays()]
         arrays += [a for values in self.properties.fields.values() for a in values.values()]
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in arrays) + sum(ind.nbytes() for ind in self.indicators)
 
     # -- history ------------------------------------------------------------------------------
 
@@ -208,13 +207,15 @@ class Engine:
         scores = None
         top, top_scores = scoring.NONE, np.zeros(0)
         if plan:
-            scores = scoring.accumulate(plan, self.indicators, docs.n, self._ones)
+            scores = scoring.accumulate(plan, self.indicators, docs.n, self._ones, self._scratch)
             where.apply(scores)
             top, top_scores = scoring.best(scores, stop, docs.id_rank, docs.rank_keys, docs.order)
         if len(top) < stop and not self.collab:
             fill = scoring.backfill(docs.order, where, scores, stop - len(top))
             top = np.concatenate([top, fill])
             top_scores = np.concatenate([top_scores, np.zeros(len(fill))])
+        if scores is not None:
+            self._scratch.give(scores)
         page, page_scores = top[start:stop], top_scores[start:stop].tolist()
         ranks = [docs.ranks_of(d) for d in page.tolist()] if query.with_ranks else None
         return Result(

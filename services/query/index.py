@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from crossrec.core.idmap import IdMap, crc32_many
 from crossrec.core.model import Correlators
 
 EMPTY = np.zeros(0, dtype=np.int32)
+DENSE = 2  # postings per document from which an indicator may score over classes
+SMALL = 4096  # id maps up to this size look ids up in a dict
+FIXED_WIDTH = 24  # ids up to this many bytes are also kept as fixed-width bytes
 
 
 def idf(n_field: int, n_value: np.ndarray | int) -> np.ndarray:
@@ -43,9 +46,13 @@ class Ids:
 
     Lookups hash each key once (CRC-32, as the IdMap does), find it by binary search in the
     sorted CRCs and confirm it byte for byte, all vectorised; ids whose CRC another id shares
-    (a few per million) take a slow path."""
+    (a few per million) take a slow path. Short ids are also kept as fixed-width bytes (at most
+    FIXED_WIDTH per id), which confirms a match in one comparison; a small map (at most
+    SMALL ids, e.g. categories) is a dict, faster than any vectorised lookup."""
 
-    __slots__ = ("_bytes", "_crc", "_data", "_lengths", "_offsets", "_perm", "_shared")
+    __slots__ = (
+        "_bytes", "_crc", "_data", "_fixed", "_lengths", "_offsets", "_perm", "_shared", "_small",
+    )  # fmt: skip
 
     def __init__(self, ids: IdMap) -> None:
         arr = ids.to_arrow()
@@ -60,19 +67,33 @@ class Ids:
         self._perm = np.argsort(crc, kind="stable").astype(np.int32)
         self._crc = crc[self._perm]
         self._shared = frozenset(self._crc[1:][self._crc[1:] == self._crc[:-1]].tolist())
+        n, longest = len(offsets) - 1, int(self._lengths.max(initial=0))
+        self._small = {k: i for i, k in enumerate(self.ids(range(n)))} if n <= SMALL else None
+        self._fixed = None
+        if 0 < longest <= FIXED_WIDTH:  # numpy's bytes drop trailing NULs: lengths compared too
+            fixed = np.zeros((n, longest), dtype=np.uint8)
+            row = np.repeat(np.arange(n), self._lengths)
+            first = int(offsets[0])
+            column = np.arange(len(row)) - (offsets[row] - first)
+            fixed[row, column] = self._bytes[first : first + len(row)]
+            self._fixed = fixed.view(f"S{longest}").ravel()
 
     def __len__(self) -> int:
         return len(self._perm)
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays held beyond the IdMap's own id buffer."""
-        return [self._offsets, self._lengths, self._perm, self._crc]
+        fixed = [] if self._fixed is None else [self._fixed]
+        return [self._offsets, self._lengths, self._perm, self._crc, *fixed]
 
     def index(self, keys: Sequence[str]) -> np.ndarray:
         """int64 index of each key, -1 for unknown ones."""
         out = np.full(len(keys), -1, dtype=np.int64)
         if not len(keys) or not len(self._perm):
             return out
+        if self._small is not None:
+            get = self._small.get
+            return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         raw = [k.encode() for k in keys]
         if len(raw) <= 8:  # a few keys: numpy's per-call overhead would dominate
             for j, key in enumerate(raw):
@@ -86,7 +107,11 @@ class Ids:
         same = self._lengths[cand] == sizes
         found, cand, sizes = found[same], cand[same], sizes[same]
         total = int(sizes.sum())
-        if total:
+        if self._fixed is not None and len(found):
+            query = np.array([raw[j] for j in found.tolist()], dtype=self._fixed.dtype)
+            same = self._fixed[cand] == query
+            found, cand = found[same], cand[same]
+        elif total:
             query = np.frombuffer(b"".join([raw[j] for j in found.tolist()]), dtype=np.uint8)
             first = np.cumsum(sizes) - sizes
             position = np.arange(total) + np.repeat(self._offsets[cand] - first, sizes)
@@ -145,6 +170,13 @@ class IndicatorIndex:
         self.docs = np.repeat(np.arange(n_docs, dtype=offset), per_doc)[order]
         self.n_field = int(np.count_nonzero(per_doc))
         self.idf = idf(self.n_field, counts)
+        self.classes = Classes.build(correlators)
+
+    def nbytes(self) -> int:
+        arrays = [self.indptr, self.docs, self.idf, *self.vocabulary.arrays()]
+        if self.classes is not None:
+            arrays += [self.classes.of, self.classes.indptr, self.classes.members]
+        return sum(a.nbytes for a in arrays)
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         """Vocabulary indices of the known ids, once each."""
@@ -159,6 +191,50 @@ class IndicatorIndex:
     def documents(self, values: np.ndarray) -> np.ndarray:
         """Every document holding one of the values (once per value it holds)."""
         return concat_ranges(self.docs, self.indptr[values], self.indptr[values + 1])
+
+
+class Classes(NamedTuple):
+    """Documents with the same correlator set form one class; the postings of a dense indicator
+    (few values, each held by many documents) are far fewer over classes than over documents, and
+    a class's sum of weights is the sum each of its documents would get (same terms, same order).
+    """
+
+    of: np.ndarray  # intp class of each model document (documents without correlators share one)
+    indptr: np.ndarray  # value -> members[indptr[v]:indptr[v + 1]]
+    members: np.ndarray  # int32 classes, ascending per value
+    count: int
+
+    @staticmethod
+    def build(correlators: Correlators) -> Classes | None:
+        """The classes of a dense indicator (at least DENSE postings per document) if they save
+        a fifth of its postings and more than one per document; else None."""
+        n_docs, postings = len(correlators.indptr) - 1, len(correlators.indices)
+        if postings < DENSE * n_docs:
+            return None
+        classes = Classes.of_rows(correlators)
+        saved = postings - len(classes.members)
+        return classes if saved >= max(postings // 5, n_docs) else None
+
+    @staticmethod
+    def of_rows(correlators: Correlators) -> Classes:
+        rows, values = correlators.indptr, correlators.indices
+        n_docs, width = len(rows) - 1, len(correlators.vocabulary)
+        ranked = np.repeat(np.arange(n_docs, dtype=np.int64) * width, np.diff(rows)) + values
+        data = (np.sort(ranked) % width).astype(np.int32).tobytes()  # each row as a sorted set
+        starts, ends = (rows[:-1] * 4).tolist(), (rows[1:] * 4).tolist()
+        seen: dict[bytes, int] = {}
+        of = np.fromiter(
+            (seen.setdefault(data[a:b], len(seen)) for a, b in zip(starts, ends, strict=True)),
+            dtype=np.intp,  # np.take's fast path
+            count=n_docs,
+        )
+        _, lead = np.unique(of, return_index=True)  # each class's first document
+        kept = concat_ranges(values, rows[lead], rows[lead + 1])
+        owner = np.repeat(np.arange(len(lead), dtype=np.int64), np.diff(rows)[lead])
+        by_value = np.sort(kept.astype(np.int64) * len(lead) + owner)  # (value, class) ascending
+        indptr = np.zeros(width + 1, dtype=np.int32)
+        np.cumsum(np.bincount(kept, minlength=width), out=indptr[1:])
+        return Classes(of, indptr, (by_value % len(lead)).astype(np.int32), len(lead))
 
 
 def keywords(value: Any) -> tuple[str, ...]:
