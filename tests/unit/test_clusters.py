@@ -48,7 +48,12 @@ def test_sizes_stay_within_the_capacity(seed, k, slack):
     rng = np.random.default_rng(seed)
     items = [f"i{j:03d}" for j in range(int(rng.integers(1, 80)))]
     vocabulary = [*items, "x", "y"]
-    rows = {i: list(rng.choice(vocabulary, int(rng.integers(0, 6)), replace=False)) for i in items}
+    rows = {
+        i: list(
+            rng.choice(vocabulary, int(rng.integers(0, min(6, len(vocabulary)))), replace=False)
+        )
+        for i in items
+    }
     cfg = config({"eventNames": ["buy"], "rankings": []})
     model = build_model(cfg, {"buy": rows}, {}, {}, items)
     clusters = cluster_model(model, k, slack=slack, seed=seed)
