@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import TypeVar
@@ -25,6 +26,7 @@ from crossrec.rpc.protocol import JSON, PROTOBUF, Code, Reply, Request, RpcError
 from crossrec.settings import Settings
 
 K = TypeVar("K")
+log = logging.getLogger(__name__)
 
 
 class RpcClient:
@@ -81,7 +83,12 @@ class RpcClient:
 
     async def _listen(self) -> None:
         while True:
-            batches = await self.consumer.getmany(timeout_ms=200)
+            try:
+                batches = await self.consumer.getmany(timeout_ms=200)
+            except Exception:  # whatever it was, it must not silence every later reply
+                log.exception("reading replies from %s failed; retrying", self.reply_topic)
+                await asyncio.sleep(0.1)
+                continue
             for records in batches.values():
                 for record in records:
                     try:
