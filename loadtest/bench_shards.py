@@ -356,24 +356,29 @@ async def skew(settings, home, bought, rate, target_rate) -> dict:
     }
 
 
+PHASES = ("throughput", "failover", "skew")
+
+
 async def bench(args: argparse.Namespace, home: Path) -> dict:
     settings = config.load()
     bought = await load_data(settings)
     users = sorted(bought, key=lambda u: -len(bought[u]))[:2000]
     pool = WorkerPool(home / "logs")
+    result: dict = {}
     try:
-        result = {
-            "throughput": await throughput(
+        if "throughput" in args.phases:
+            result["throughput"] = await throughput(
                 settings, pool, home, users, args.seconds, args.concurrency
-            ),
-            "failover": await failover(settings, pool, home, users, args.rate),
-        }
+            )
+        if "failover" in args.phases:
+            result["failover"] = await failover(settings, pool, home, users, args.rate)
     finally:
         await asyncio.to_thread(pool.stop_all)
-    try:
-        result["skew"] = await skew(settings, home, bought, args.rate, args.target_rate)
-    except TimeoutError as exc:  # recorded, so the phases before it are not lost
-        result["skew"] = {"error": str(exc)}
+    if "skew" in args.phases:
+        try:
+            result["skew"] = await skew(settings, home, bought, args.rate, args.target_rate)
+        except TimeoutError as exc:  # recorded, so the phases before it are not lost
+            result["skew"] = {"error": str(exc)}
     return result
 
 
@@ -383,6 +388,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=30, help="open-loop requests/s")
     parser.add_argument("--target-rate", type=float, default=20, help="per replica, skew phase")
+    parser.add_argument(
+        "--phases",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default=PHASES,
+        help="comma-separated subset of throughput,failover,skew (each run alone: a fresh broker)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crossrec-bench-") as tmp:
         home = Path(tmp)
@@ -395,7 +406,8 @@ def main() -> None:
             result = asyncio.run(bench(args, home))
         finally:
             stack.stop()
-    write_results("shards", {"command": "python -m loadtest.bench_shards " + " ".join(sys.argv[1:]),
+    name = "shards" if args.phases == PHASES else "shards-" + "-".join(args.phases)
+    write_results(name, {"command": "python -m loadtest.bench_shards " + " ".join(sys.argv[1:]),
                              **result})  # fmt: skip
 
 

@@ -146,7 +146,7 @@ def router(
     ] = None,
     margin_ms: Annotated[
         int, typer.Option(min=0, help="Gather until the deadline less this margin.")
-    ] = 50,
+    ] = 250,
     history_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds a history read may take (then: none).")
     ] = 0.2,

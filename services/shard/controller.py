@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ class ShardController:
         self.loads: dict[Cluster, Load] = {}
         self._topics_made: set[tuple[str, int]] = set()
         self.decisions: list[dict] = []  # every scaling change, newest last
+        self.changed: dict[Cluster, float] = {}  # when each cluster's replicas last changed
 
     async def run(self) -> None:
         await self.meter.start()
@@ -162,8 +164,13 @@ class ShardController:
             log.debug("no load for %s/%d: %r", app, c, exc)
             load = Load(0.0, 0)
         self.loads[cluster] = load
+        settling = (
+            time.monotonic() - self.changed.get(cluster, -math.inf) < self.policy.cooldown_seconds
+        )
         if current < self.policy.min_replicas:  # first start, or replacing dead replicas
             desired, streaks = self.policy.min_replicas, Streaks()
+        elif settling:  # the rebalance after our last change: its stall is not load
+            desired, streaks = current, Streaks()
         else:
             desired, streaks = decide(
                 self.policy, current, load, self.streaks.get(cluster, Streaks())
@@ -177,6 +184,7 @@ class ShardController:
             log.info("%s/%d: %d -> %d replicas (rate %.0f/s, lag %d)", app, c, current,
                      desired, load.rate, load.lag)  # fmt: skip
             await asyncio.to_thread(self.pool.scale, cluster, desired)
+            self.changed[cluster] = time.monotonic()
 
     async def _report(self, wanted: dict[str, int]) -> None:
         view = {

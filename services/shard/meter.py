@@ -31,8 +31,13 @@ class Target:
 
 
 class LoadMeter:
-    def __init__(self, settings: Settings) -> None:
+    """`commit_interval`: how often the workers commit (RpcServer's auto-commit, 1 s). Commits
+    trail what a worker has served by up to that long, so rate x interval of the raw backlog
+    is served already and is not counted."""
+
+    def __init__(self, settings: Settings, commit_interval: float = 1.0) -> None:
         self.settings = settings
+        self.commit_interval = commit_interval
         self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
         self._readers: dict[str, AIOKafkaConsumer] = {}  # group -> its committed-offset reader
         self._last: dict[Target, tuple[float, int]] = {}  # (when, committed sum)
@@ -70,7 +75,7 @@ class LoadMeter:
         then, before = self._last.get(target, (now, served))
         self._last[target] = (now, served)
         rate = (served - before) / (now - then) if now > then else 0.0
-        return Load(rate=rate, lag=lag)
+        return Load(rate=rate, lag=max(0, lag - int(rate * self.commit_interval)))
 
     async def forget(self, target: Target) -> None:
         self._last.pop(target, None)

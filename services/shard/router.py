@@ -39,6 +39,9 @@ from crossrec.stack import health
 log = logging.getLogger("crossrec.shard.router")
 
 HISTORY_TIMEOUT = 0.2  # seconds; as the query service: a slow history read means no history
+# the reply must still reach the client by its deadline: one more hop through the broker, which
+# took up to ~100 ms on Tansu under load (loadtest/bench_shards.py lost requests at 50 ms)
+MARGIN_MS = 250
 DEFAULT_TIMEOUT_MS = 1000  # a request without a deadline header (none should come)
 
 
@@ -57,7 +60,7 @@ class ShardRouter:
         request_topic: str | None = None,
         group: str = "crossrec-query",
         fan_out: int | None = None,
-        margin_ms: int = 50,
+        margin_ms: int = MARGIN_MS,
         swap_wait_seconds: float = 30,
         history_timeout: float = HISTORY_TIMEOUT,
     ) -> None:
@@ -221,7 +224,7 @@ def main(
     request_topic: str | None = None,
     group: str = "crossrec-query",
     fan_out: int | None = None,
-    margin_ms: int = 50,
+    margin_ms: int = MARGIN_MS,
     history_timeout: float = HISTORY_TIMEOUT,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

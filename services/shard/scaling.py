@@ -7,7 +7,8 @@ rate exceeds what the current replicas should carry (`target_rate` each), for `u
 observations in a row; one is removed only when the rate would fit comfortably in one replica
 fewer (below `down_fraction` of their capacity) with no backlog, for `down_after` observations
 in a row. The gap between the two thresholds and the longer wait down are the hysteresis: a
-load near a threshold does not make replicas come and go. One step per decision, always within
+load near a threshold does not make replicas come and go. Observations within `cooldown_seconds`
+of a change are skipped (the controller's part): the group's rebalance stalls it briefly. One step per decision, always within
 [min_replicas, max_replicas].
 """
 
@@ -30,6 +31,9 @@ class ScalingPolicy:
     down_after: int = 6  # ... before one is removed
     down_fraction: float = 0.5  # remove when the rate fits in n-1 replicas at this share
     interval_seconds: float = 2.0  # between observations
+    # after a change, the group rebalances (Tansu: a 3 s join) and its stall looks like load:
+    # observations this soon after are not counted
+    cooldown_seconds: float = 8.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:

@@ -30,7 +30,7 @@ async def test_backlog_and_served_rate_follow_the_group(stack: config.Settings) 
     finally:
         await producer.stop()
 
-    meter = LoadMeter(stack)
+    meter = LoadMeter(stack, commit_interval=0)  # the raw backlog: commits here are explicit
     await meter.start()
     try:
         before = await meter.measure(target)
