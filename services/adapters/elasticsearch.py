@@ -275,6 +275,17 @@ class _Bar:
             self.progress.advance(self.task, n)
 
 
+async def _delete_until_gone(es: AsyncElasticsearch, index: str, attempts: int = 5) -> None:
+    """Delete a failed write's index. Bulk requests cancelled on our side may still be running
+    on the server, and one that lands after the delete re-creates the index (auto-create):
+    delete again until it stays gone."""
+    for _ in range(attempts):
+        await es.options(ignore_status=404).indices.delete(index=index)
+        await asyncio.sleep(0.2)
+        if not await es.indices.exists(index=index):
+            return
+
+
 async def bulk_load(
     es: AsyncElasticsearch,
     index: str,
@@ -437,7 +448,7 @@ async def write_model(
         previous = await swap_alias(es, alias, index, info, now_ms=now_ms)
     except BaseException:
         with contextlib.suppress(Exception):
-            await es.options(ignore_status=404).indices.delete(index=index)
+            await _delete_until_gone(es, index)
         raise
     deleted += await cleanup(es, alias, grace_seconds, now_ms=now_ms, orphans=True)
     seconds = round(time.perf_counter() - started, 3)
