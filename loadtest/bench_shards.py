@@ -48,7 +48,7 @@ from crossrec.client.recommender import Recommender
 from crossrec.core.query import parse_query
 from crossrec.query.sharding import Router
 from crossrec.shard import versions
-from crossrec.shard.controller import ShardController, WorkerPool
+from crossrec.shard.controller import ShardController, WorkerPool, replicas_ready
 from crossrec.shard.scaling import ScalingPolicy
 from crossrec.stack import health
 from crossrec.stack.background import BackgroundStack
@@ -120,16 +120,10 @@ async def wait_workers(settings: config.Settings, pool: WorkerPool, k: int, vers
     store = RedisStore(settings.redis_url)
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            beats = [
-                await health.read(store.redis, f"shard-worker.{APP}.{c}", pid)
-                for c in range(k)
-                for pid in pool.pids((APP, c))
-            ]
-            if all(b and b.get("ready") and version in b.get("versions", ()) for b in beats):
-                return
+        while not await replicas_ready(store, pool, APP, k, version):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers did not become ready")
             await asyncio.sleep(0.5)
-        raise TimeoutError("workers did not become ready")
     finally:
         await store.close()
 

@@ -96,6 +96,22 @@ class WorkerPool:
             self.scale(cluster, 0)
 
 
+async def replicas_ready(
+    store: RedisStore, pool: WorkerPool, app: str, k: int, version: str | None = None
+) -> bool:
+    """Whether every replica the pool runs for the app's K clusters has its partitions (and
+    holds `version`), from their heartbeats."""
+    beats = [
+        await health.read(store.redis, f"shard-worker.{app}.{c}", pid)
+        for c in range(k)
+        for pid in pool.pids((app, c))
+    ]
+    return bool(beats) and all(
+        b and b.get("ready") and (version is None or version in b.get("versions", ()))
+        for b in beats
+    )
+
+
 def sharded_apps(models: ModelStore, apps: Sequence[str]) -> dict[str, int]:
     """App -> cluster count of its live version, for the apps whose live version has clusters."""
     found = {}

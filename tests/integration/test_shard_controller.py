@@ -19,9 +19,8 @@ from crossrec import settings as config
 from crossrec.adapters.eventlog import EventLog
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.client.producer import EventProducer
-from crossrec.shard.controller import ShardController, WorkerPool
+from crossrec.shard.controller import ShardController, WorkerPool, replicas_ready
 from crossrec.shard.scaling import ScalingPolicy
-from crossrec.stack import health
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -34,15 +33,6 @@ def two_worlds() -> list[dict]:
         for u in range(40)
         for n in range(4)
     ]  # fmt: skip
-
-
-async def workers_ready(store: RedisStore, app: str, pool: WorkerPool, k: int) -> bool:
-    beats = [
-        await health.read(store.redis, f"shard-worker.{app}.{c}", pid)
-        for c in range(k)
-        for pid in pool.pids((app, c))
-    ]
-    return bool(beats) and all(b and b.get("ready") for b in beats)
 
 
 async def test_replicas_follow_the_clusters_and_dead_ones_are_replaced(
@@ -66,7 +56,7 @@ async def test_replicas_follow_the_clusters_and_dead_ones_are_replaced(
     try:
         await controller.step()
         assert {c: pool.count((app, c)) for c in (0, 1)} == {0: 1, 1: 1}
-        assert await eventually(lambda: workers_ready(store, app, pool, 2), bool, timeout=90)
+        assert await eventually(lambda: replicas_ready(store, pool, app, 2), bool, timeout=90)
         view = orjson.loads((config.home() / "shards.json").read_bytes())
         assert set(view["apps"][app]) == {"0", "1"}
 
@@ -76,7 +66,7 @@ async def test_replicas_follow_the_clusters_and_dead_ones_are_replaced(
         await controller.step()
         (replacement,) = pool.pids((app, 0))
         assert replacement != victim
-        assert await eventually(lambda: workers_ready(store, app, pool, 2), bool, timeout=90)
+        assert await eventually(lambda: replicas_ready(store, pool, app, 2), bool, timeout=90)
 
         # a retrain into one cluster: cluster 1's replica has nothing left to serve
         engine = engine_json(app, tmp_path, event_names=("purchase",), shards={"clusters": 1})
