@@ -50,6 +50,7 @@ class LiveRouter:
     version: str
     router: Router
     fan_out: int | None
+    reads: tuple[dict[str, int], frozenset[str]]  # history.reads of the version's config
 
 
 class ShardRouter:
@@ -139,7 +140,9 @@ class ShardRouter:
                 if len(ready) >= clusters.k:
                     break
                 await asyncio.sleep(0.1)
-        self.live[app] = LiveRouter(version, router, fan_out)  # the swap: one assignment
+        self.live[app] = LiveRouter(
+            version, router, fan_out, hist.reads(router.config)
+        )  # the swap: one assignment
         log.info(
             "app %s: version %s live (%d clusters, fan-out %s) in %.2f s",
             app, version, clusters.k, fan_out or "all", time.perf_counter() - started,
@@ -182,7 +185,7 @@ class ShardRouter:
 
     async def _fan_out(self, app: str, live: LiveRouter, query: Query) -> Merged:
         router = live.router
-        history, times = await self._history(app, query, router)
+        history, times = await self._history(app, query, live)
         chosen = router.route(router.context(query, history, times), live.fan_out).tolist()
         now = now_ms()
         sub = SubQuery(live.version, router.sub_query(query), history, times, now)
@@ -203,13 +206,13 @@ class ShardRouter:
         return router.merge(query, answers, chosen)
 
     async def _history(
-        self, app: str, query: Query, router: Router
+        self, app: str, query: Query, live: LiveRouter
     ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
         if not query.user:
             return {}, {}
-        names = router.history_event_names(query)
+        names = live.router.history_event_names(query)
         try:
-            newest, whole = hist.reads(router.config)
+            newest, whole = live.reads
             [read] = await asyncio.wait_for(
                 self.store.histories_many(app, [(query.user, names)], newest, whole),
                 self.history_timeout,
