@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from crossrec.adapters.eventlog import SCHEMA, EventLog, Segment
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.core.config import parse_engine_config
+from crossrec.core.idmap import IdMap
 from crossrec.datasets import complete_journey_columns
 from crossrec.trainer.build import Timer, build_model
 from crossrec.trainer.data import from_columns
@@ -98,6 +99,7 @@ def child(fraction: float, source: str) -> dict:
     load_s = time.perf_counter() - started
     now_ms = int(columns["time"].max().astype("datetime64[ms]").astype(np.int64)) + 1
     events = len(columns["event"])
+    id_maps = id_map_memory(columns)
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(f"{tmp}/models")
         if source == "eventlog":
@@ -137,7 +139,23 @@ def child(fraction: float, source: str) -> dict:
         "event_log_write_s": round(write_s, 2),
         "rss_before_train_mb": round(rss_before),
         "peak_rss_mb": round(peak_mb()),
+        "id_map_bytes_per_id_byte": id_maps,
     }
+
+
+def id_map_memory(columns: dict[str, np.ndarray]) -> dict[str, float]:
+    """Bytes an IdMap holds per byte of id string (DESIGN §6: <= 1.5), for the data set's users
+    (households, 3.6 bytes on average), products and categories."""
+    kinds = {
+        "users": columns["user"],
+        "products": columns["target"][columns["event"] == "purchase"],
+        "categories": columns["target"][columns["event"] == "category-purchase"],
+    }
+    out = {}
+    for kind, ids in kinds.items():
+        id_map, _ = IdMap.build(pa.array(np.unique(ids.astype(str)).tolist()))
+        out[kind] = round(id_map.nbytes / id_map.id_bytes, 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +206,8 @@ def _header() -> str:
 
 def _line(r: dict) -> str:
     phases = " ".join(f"{k}={v:.2f}" for k, v in r["phases_s"].items())
-    return f"{r['source']:9} {r['fraction']:5.2f} {r['events']:9d} {r['train_s']:8.2f} {r['peak_rss_mb']:8d}  {phases}"
+    id_maps = " ".join(f"{k}={v:.2f}" for k, v in r["id_map_bytes_per_id_byte"].items())
+    return f"{r['source']:9} {r['fraction']:5.2f} {r['events']:9d} {r['train_s']:8.2f} {r['peak_rss_mb']:8d}  {phases}  id maps (bytes/id byte): {id_maps}"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""String id <-> int index, in about 1 byte of memory per byte of id plus 2 bytes per id.
+"""String id <-> int index, in at most 1.5 bytes of memory per byte of id (ids of 3+ bytes).
 
 The UR's BiMaps kept two Java hash maps of String objects: about 4 bytes per byte of id. Here the
-ids live in one `bytes` buffer, grouped by hash bucket (CRC-32 of the UTF-8 bytes, 8 ids per bucket
-on average); per id only its length is kept (1 byte for ids up to 255 bytes), per bucket the index
-of its first id and the byte offset of its first id. An id's index is its position in that order.
+ids live in one `bytes` buffer, grouped by hash bucket (CRC-32 of the UTF-8 bytes); per id only its
+length is kept (1 byte for ids up to 255 bytes), per bucket the index of its first id and the byte
+offset of its first id (8 bytes). Buckets hold 8 ids on average, or 16-64 when the ids are so short
+(under 4 bytes on average) that 2 bytes of overhead per id would exceed half an id: overhead per id
+stays within half the mean id length down to ids of 2.25 bytes. An id's index is its position in
+that order.
 
 - `IdMap.build(ids)` takes distinct ids in any order and returns the map and, for each input id,
   its index (so codes computed elsewhere can be renumbered with one numpy take);
@@ -21,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-IDS_PER_BUCKET = 8
+IDS_PER_BUCKET = 8  # on average; more for very short ids (ids_per_bucket)
+MAX_IDS_PER_BUCKET = 64
 
 
 def _crc_table() -> np.ndarray:
@@ -52,8 +56,19 @@ def crc32_many(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     return out
 
 
-def _bucket_count(n: int) -> int:
-    return max(1, (n + IDS_PER_BUCKET - 1) // IDS_PER_BUCKET)
+def ids_per_bucket(n: int, id_bytes: int) -> int:
+    """8, or the fewest of 16, 32, 64 that keep the overhead per id (1 length byte plus 8 bytes
+    per bucket) within half the mean id length. A function of the ids alone, so loading a saved
+    map (from_arrow) finds the same buckets."""
+    per_bucket = IDS_PER_BUCKET
+    while per_bucket < MAX_IDS_PER_BUCKET and n and (1 + 8 / per_bucket) > id_bytes / n / 2:
+        per_bucket *= 2
+    return per_bucket
+
+
+def _bucket_count(n: int, id_bytes: int) -> int:
+    per_bucket = ids_per_bucket(n, id_bytes)
+    return max(1, (n + per_bucket - 1) // per_bucket)
 
 
 def as_string_array(ids: Iterable[str] | pa.Array | pa.ChunkedArray | np.ndarray) -> pa.Array:
@@ -112,7 +127,7 @@ class IdMap:
             raise ValueError("ids must not be null")
         data, offsets = _buffers(arr)
         crc = crc32_many(data, offsets[:-1], np.diff(offsets))
-        buckets = crc % np.uint32(_bucket_count(len(arr)))
+        buckets = crc % np.uint32(_bucket_count(len(arr), len(data)))
         key = (buckets.astype(np.uint64) << np.uint64(32)) | crc.astype(np.uint64)
         order = np.argsort(key, kind="stable")
         same = np.flatnonzero(
@@ -131,7 +146,7 @@ class IdMap:
         arr = as_string_array(arr)
         data, offsets = _buffers(arr)
         buckets = crc32_many(data, offsets[:-1], np.diff(offsets)) % np.uint32(
-            _bucket_count(len(arr))
+            _bucket_count(len(arr), len(data))
         )
         if len(buckets) > 1 and np.any(buckets[1:] < buckets[:-1]):
             raise ValueError("these ids are not in IdMap order; use IdMap.build")
@@ -142,7 +157,7 @@ class IdMap:
         data, offsets = _buffers(arr)
         lengths = np.diff(offsets)
         n = len(arr)
-        starts = np.searchsorted(buckets, np.arange(_bucket_count(n) + 1), side="left")
+        starts = np.searchsorted(buckets, np.arange(_bucket_count(n, len(data)) + 1), side="left")
         return cls(
             data.tobytes(),
             _narrow(lengths, int(lengths.max(initial=0))),

@@ -80,9 +80,31 @@ def _held_bytes(ids: pa.Array) -> tuple[IdMap, int]:
         tracemalloc.stop()
 
 
+def _base62(x: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while x:
+        x, r = divmod(x, 62)
+        out = digits[r] + out
+    return out
+
+
+def test_short_ids_get_larger_buckets():
+    from crossrec.core.idmap import ids_per_bucket
+
+    assert ids_per_bucket(1000, 6000) == 8  # 6 bytes an id: 2 bytes of overhead fit
+    assert ids_per_bucket(1000, 3600) == 16
+    assert ids_per_bucket(1000, 2500) == 32
+    assert ids_per_bucket(1000, 1000) == 64  # the largest; 1-byte ids cannot fit 1.5
+    m, position = IdMap.build([str(i) for i in range(1, 2470)])  # Complete Journey's households
+    assert [m[int(p)] for p in position] == [str(i) for i in range(1, 2470)]
+    assert IdMap.from_arrow(m.to_arrow()).index("2469") == m.index("2469")
+    assert m.nbytes / m.id_bytes <= 1.5
+
+
 @pytest.mark.parametrize(
     "kind",
-    ["uuid", "sku", "user"],
+    ["uuid", "sku", "user", "short"],
 )
 def test_memory_per_id_byte_is_at_most_one_and_a_half(kind):
     """1M realistic ids; tracemalloc sees every numpy and bytes allocation the map keeps."""
@@ -92,8 +114,10 @@ def test_memory_per_id_byte_is_at_most_one_and_a_half(kind):
         ids = [str(uuid.UUID(int=int(x))) for x in rng.integers(0, 2**63, n)]
     elif kind == "sku":
         ids = [f"B0{x:08X}" for x in rng.choice(2**32, n, replace=False)]
-    else:
+    elif kind == "user":
         ids = [f"user-{x}" for x in rng.permutation(n) + 10_000_000]
+    else:  # 3-4 characters, as Complete Journey's household ids (3.6 bytes on average)
+        ids = [_base62(int(x)) for x in rng.permutation(n) + 4_000]
     ids = list(dict.fromkeys(ids))
     arr = pa.array(ids)
     id_bytes = sum(len(s.encode()) for s in ids)
