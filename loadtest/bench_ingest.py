@@ -10,8 +10,9 @@ Each phase runs on a fresh stack (Tansu's in-memory storage slows as a topic fil
 1. throughput: the ingest process is paused (SIGSTOP) while `copies` copies of the data set (each
    with its own user ids) are produced into the events topic; then it is resumed and timed from its
    first processed batch until every event is in Redis, and until every event is in the event log.
-2. latency: for each rate, events are produced at that rate for `seconds`; every 100th is a probe for a
-   user of its own, and a poller records when the probe's history appears in Redis.
+2. latency: for each rate, events are produced at that rate for `seconds`; every 100th is a probe
+   (16 probe users in turn, a new target each), and a poller records when each probe appears in
+   its user's history in Redis.
 
 Results are printed and written to loadtest/results/ingest.json.
 """
@@ -34,6 +35,7 @@ from crossrec import settings as config
 from crossrec.adapters.eventlog import EventLog
 from crossrec.adapters.redis_store import RedisStore, history_key
 from crossrec.client.producer import EventProducer
+from crossrec.core.events import format_time
 from loadtest.harness import private_stack, write_results
 
 
@@ -100,51 +102,69 @@ async def throughput(settings: config.Settings, store: RedisStore, app: str, cop
     }
 
 
+PROBE_USERS = 16  # probes rotate over these users (spread over the topic's partitions)
+
+
 async def latency(
     settings: config.Settings, store: RedisStore, app: str, rate: int, seconds: float
 ) -> dict:
+    """Every 100th event is a probe: user `probe-<k % PROBE_USERS>` → item `<k>` at send time.
+
+    A user's events stay in order (one partition, batches applied whole), so the newest target
+    in a probe user's history says that every earlier probe of that user is visible too: the
+    poller reads one entry per probe user per poll, so measuring costs the machine next to
+    nothing (probing each probe's own key used to cost Redis and this process most of a core).
+    """
     lines = retail_lines(1)
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    sent: dict[int, float] = {}  # probe number -> send time
+    seen: dict[int, float] = {}
+    pending: dict[int, list[int]] = {u: [] for u in range(PROBE_USERS)}  # in send order
     stop = asyncio.Event()
+    stopped_at = 0.0
 
     async def poll() -> None:
-        while not stop.is_set() or len(seen) < len(sent):
-            waiting = [user for user in sent if user not in seen]
-            if waiting:
-                async with store.redis.pipeline(transaction=False) as pipe:
-                    for user in waiting:
-                        pipe.exists(history_key(app, user, "probe"))
-                    found = await pipe.execute()
-                now = time.perf_counter()
-                for user, present in zip(waiting, found, strict=True):
-                    if present:
-                        seen[user] = now
+        keys = [history_key(app, f"probe-{u}", "probe") for u in range(PROBE_USERS)]
+        while any(pending.values()):
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrevrange(key, 0, 0)
+                newest = await pipe.execute()
+            now = time.perf_counter()
+            for u, top in enumerate(newest):
+                if top:
+                    last = int(top[0])
+                    while pending[u] and pending[u][0] <= last:
+                        seen[pending[u].pop(0)] = now
             if stop.is_set() and time.perf_counter() - stopped_at > 30:
                 break
             await asyncio.sleep(0.002)
 
-    stopped_at = 0.0
-    poller = asyncio.create_task(poll())
+    poller: asyncio.Task | None = None
     tick = 0.01
     per_tick = max(1, int(rate * tick))
-    produced = 0
+    produced = probes = 0
     started = time.perf_counter()
     async with EventProducer(settings) as producer:
         while time.perf_counter() - started < seconds:
             due = int((time.perf_counter() - started) / tick) * per_tick
             while produced < due:
                 if produced % 100 == 0:
-                    user = f"probe-{produced}"
+                    user = probes % PROBE_USERS
                     event = {
                         "event": "probe",
                         "entityType": "user",
-                        "entityId": user,
+                        "entityId": f"probe-{user}",
                         "targetEntityType": "item",
-                        "targetEntityId": "x",
+                        "targetEntityId": str(probes),
+                        # distinct, increasing times: newest first is send order
+                        "eventTime": format_time(1_000_000_000_000 + probes),
                     }
-                    sent[user] = time.perf_counter()
+                    sent[probes] = time.perf_counter()
+                    pending[user].append(probes)
                     producer.send_nowait(app, event)
+                    probes += 1
+                    if poller is None:
+                        poller = asyncio.create_task(poll())
                 else:
                     line, entity = lines[produced % len(lines)]
                     producer.send_raw_nowait(app, line, entity)
@@ -154,8 +174,9 @@ async def latency(
         await producer.flush()
     stopped_at = time.perf_counter()
     stop.set()
-    await poller
-    delays_ms = sorted((seen[u] - sent[u]) * 1000 for u in seen)
+    if poller is not None:
+        await poller
+    delays_ms = sorted((seen[p] - sent[p]) * 1000 for p in seen)
     return {
         "target_rate": rate,
         "achieved_rate": round(produced / elapsed),

@@ -111,15 +111,22 @@ class EventLog:
         return marks
 
     def append(
-        self, app: str, partition: int, first: int, last: int, events: Sequence[LoggedEvent]
+        self,
+        app: str,
+        partition: int,
+        first: int,
+        last: int,
+        events: Sequence[LoggedEvent] | pa.Table,
     ) -> Segment:
-        """Write one segment atomically: a temporary file, then a rename."""
+        """Write one segment atomically: a temporary file, then a rename. `events` are logged
+        events or rows already in SCHEMA."""
         directory = self.app_dir(app)
         self.fs.create_dir(directory, recursive=True)
         final = f"{directory}/{Segment.name(partition, first, last)}"
         temporary = f"{directory}/.tmp-{uuid.uuid4().hex}"
         with self.fs.open_output_stream(temporary) as sink:
-            pq.write_table(to_table(events), sink, compression="zstd")
+            rows = events if isinstance(events, pa.Table) else to_table(events)
+            pq.write_table(rows, sink, compression="zstd")
         self.fs.move(temporary, final)
         return Segment(app, partition, first, last, final)
 

@@ -1,10 +1,11 @@
 """What ingest does with a batch of Kafka messages, apart from Kafka itself.
 
-For each message: find the app (header), split a batched message into events, validate each, then
-write Redis (history, item properties, known items) at once and buffer the event log. The log is
-written every few seconds; only then are the messages acknowledged, so Kafka's committed offsets
-never run ahead of the log. The faust app (app.py) feeds batches in and acts on what comes out:
-dead letters to produce, item-change triggers to emit, messages to acknowledge.
+For each message: find the app (header); take a batched message of plain events whole through
+Arrow (columnar.py), or else split it into events and validate each; then write Redis (history,
+item properties, known items) at once and buffer the event log. The log is written every few
+seconds; only then are the messages acknowledged, so Kafka's committed offsets never run ahead of
+the log. The faust app (app.py) feeds batches in and acts on what comes out: dead letters to
+produce, item-change triggers to emit, messages to acknowledge.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from crossrec.adapters.eventlog import EventLog, LoggedEvent
+from crossrec.adapters.eventlog import EventLog, LoggedEvent, to_table
 from crossrec.adapters.kafka import NDJSON
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.events import Event, InvalidEvent, decode
+from crossrec.ingest.columnar import Batched, plain_events
 from crossrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,10 @@ class BatchOutcome:
     changed_items: dict[str, list[str]] = field(default_factory=dict)  # app -> ids
 
 
+def _batched(message: Message) -> Batched:
+    return Batched(message.value, message.partition, message.offset, message.timestamp)
+
+
 def split(message: Message) -> list[bytes]:
     """One event, or several when the message is newline-delimited JSON."""
     if message.headers.get("content-type") == NDJSON:
@@ -60,27 +68,61 @@ def split(message: Message) -> list[bytes]:
     return [message.value]
 
 
+@dataclass(slots=True)
+class RedisWrites:
+    """One app's share of a batch, as Redis takes it: history entries, targets (known items),
+    item property events."""
+
+    history: list[tuple[str, str, str, int]] = field(default_factory=list)
+    targets: dict[str, None] = field(default_factory=dict)
+    property_events: list[tuple[str, str, dict, int]] = field(default_factory=list)
+    events: int = 0
+
+    def add_event(self, e: Event) -> None:
+        self.events += 1
+        if e.target_entity_id is not None:
+            if e.entity_type == "user":
+                self.history.append((e.entity_id, e.event, e.target_entity_id, e.event_time))
+            if e.target_entity_type == "item":
+                self.targets[e.target_entity_id] = None
+        elif e.entity_type == "item" and e.is_special:
+            self.property_events.append((e.entity_id, e.event, e.properties, e.event_time))
+            self.targets[e.entity_id] = None
+
+    def add_table(self, rows: pa.Table) -> None:
+        """Plain events in the event log's schema (no property events among them)."""
+        self.events += rows.num_rows
+        has_target = pc.is_valid(rows["target_entity_id"])
+        history = rows.filter(pc.and_(pc.equal(rows["entity_type"], "user"), has_target))
+        if history.num_rows:
+            columns = ("entity_id", "event", "target_entity_id")
+            users, names, targets = (history[c].to_pylist() for c in columns)
+            times = history["event_time"].cast(pa.int64()).to_pylist()
+            self.history.extend(zip(users, names, targets, times, strict=True))
+        items = rows.filter(pc.equal(rows["target_entity_type"], "item"))["target_entity_id"]
+        self.targets.update(dict.fromkeys(items.to_pylist()))
+
+    async def apply(self, store: RedisStore, app: str, history_cap: int) -> tuple[list, list]:
+        """Write to Redis; return (new items, items whose properties changed)."""
+        if self.history:
+            await store.add_history(app, self.history, history_cap)
+        new = await store.add_items(app, list(self.targets)) if self.targets else []
+        changed = (
+            await store.apply_property_events(app, self.property_events)
+            if self.property_events
+            else []
+        )
+        return new, changed
+
+
 async def apply_to_redis(
     store: RedisStore, app: str, events: Sequence[Event], history_cap: int
 ) -> tuple[list[str], list[str]]:
     """Write a batch of one app's valid events to Redis; return (new items, changed items)."""
-    history = []
-    targets: dict[str, None] = {}
-    property_events = []
+    writes = RedisWrites()
     for e in events:
-        if e.target_entity_id is not None:
-            if e.entity_type == "user":
-                history.append((e.entity_id, e.event, e.target_entity_id, e.event_time))
-            if e.target_entity_type == "item":
-                targets[e.target_entity_id] = None
-        elif e.entity_type == "item" and e.is_special:
-            property_events.append((e.entity_id, e.event, e.properties, e.event_time))
-            targets[e.entity_id] = None
-    if history:
-        await store.add_history(app, history, history_cap)
-    new_items = await store.add_items(app, list(targets)) if targets else []
-    changed = await store.apply_property_events(app, property_events) if property_events else []
-    return new_items, changed
+        writes.add_event(e)
+    return await writes.apply(store, app, history_cap)
 
 
 class IngestProcessor:
@@ -92,6 +134,7 @@ class IngestProcessor:
         self._apps_loaded = 0.0
         self._watermarks: dict[str, dict[int, int]] = {}  # app -> partition -> last logged offset
         self._pending: dict[tuple[str, int], list[LoggedEvent]] = defaultdict(list)
+        self._pending_rows: dict[tuple[str, int], list[pa.Table]] = defaultdict(list)  # fast path
         self._window: dict[int, tuple[int, int]] = {}  # partition -> (first, last) offset buffered
         self._buffered_since: float | None = None
         self.buffered_events = 0
@@ -128,7 +171,8 @@ class IngestProcessor:
         outcome = BatchOutcome()
         await self.known_apps()
         checked: set[str] = set()
-        by_app: dict[str, list[Event]] = defaultdict(list)
+        by_app: dict[str, RedisWrites] = defaultdict(RedisWrites)
+        batched: dict[str, list[Message]] = defaultdict(list)  # per app, for the fast path
         for message in messages:
             first, last = self._window.get(message.partition, (message.offset, message.offset))
             self._window[message.partition] = (
@@ -137,37 +181,21 @@ class IngestProcessor:
             )
             raw_app = message.headers.get("app")
             app = raw_app.decode(errors="replace") if raw_app else None
-            known = app is not None and await self._is_app(app, checked)
-            for index, raw in enumerate(split(message)):
-                if not known:
-                    reason = "missing app header" if app is None else f"unknown app {app!r}"
+            if app is None or not await self._is_app(app, checked):
+                reason = "missing app header" if app is None else f"unknown app {app!r}"
+                for index, raw in enumerate(split(message)):
                     outcome.rejected.append(
                         Rejected(raw, app, reason, message.partition, message.offset, index)
                     )
-                    continue
-                try:
-                    event = decode(
-                        raw, max_bytes=self.settings.max_event_bytes, default_time=message.timestamp
-                    )
-                except InvalidEvent as exc:
-                    outcome.rejected.append(
-                        Rejected(raw, app, str(exc), message.partition, message.offset, index)
-                    )
-                    continue
-                if event.event_id is None:
-                    event.event_id = f"p{message.partition}o{message.offset}i{index}"
-                if event.creation_time is None:
-                    event.creation_time = message.timestamp
-                by_app[app].append(event)
-                if message.offset > self._watermark(app, message.partition):
-                    props = orjson.dumps(event.properties).decode() if event.properties else None
-                    self._pending[(app, message.partition)].append(
-                        LoggedEvent(event, props, message.partition, message.offset, index)
-                    )
-                    self.buffered_events += 1
-        for app, events in by_app.items():
-            new, changed = await apply_to_redis(self.store, app, events, self.settings.history_cap)
-            outcome.accepted += len(events)
+            elif message.headers.get("content-type") == NDJSON:
+                batched[app].append(message)
+            else:
+                self._one_by_one(app, message, by_app[app], outcome)
+        for app, group in batched.items():
+            self._columnar(app, group, by_app[app], outcome)
+        for app, writes in by_app.items():
+            new, changed = await writes.apply(self.store, app, self.settings.history_cap)
+            outcome.accepted += writes.events
             if new:
                 outcome.new_items[app] = new
             if changed:
@@ -176,6 +204,62 @@ class IngestProcessor:
         if self._buffered_since is None and messages:
             self._buffered_since = time.monotonic()
         return outcome
+
+    def _columnar(
+        self, app: str, group: list[Message], writes: RedisWrites, outcome: BatchOutcome
+    ) -> None:
+        """Batched messages of one app: all at once through Arrow; if that fails, each message
+        through Arrow; a message Arrow cannot take, event by event."""
+        limit = self.settings.max_event_bytes
+        rows = plain_events([_batched(m) for m in group], limit)
+        if rows is not None:
+            self._take_rows(app, rows, writes)
+            return
+        for message in group:
+            rows = plain_events([_batched(message)], limit) if len(group) > 1 else None
+            if rows is None:
+                self._one_by_one(app, message, writes, outcome)
+            else:
+                self._take_rows(app, rows, writes)
+
+    def _take_rows(self, app: str, rows: pa.Table, writes: RedisWrites) -> None:
+        """Redis gets every row; the event log the rows past its watermark, per partition."""
+        writes.add_table(rows)
+        partitions = rows["partition"]
+        for partition in pc.unique(partitions).to_pylist():
+            own = rows.filter(pc.equal(partitions, partition))
+            watermark = self._watermark(app, partition)
+            if watermark >= 0:
+                own = own.filter(pc.greater(own["offset"], watermark))
+            if own.num_rows:
+                self._pending_rows[(app, partition)].append(own)
+                self.buffered_events += own.num_rows
+
+    def _one_by_one(
+        self, app: str, message: Message, writes: RedisWrites, outcome: BatchOutcome
+    ) -> None:
+        to_log = message.offset > self._watermark(app, message.partition)
+        for index, raw in enumerate(split(message)):
+            try:
+                event = decode(
+                    raw, max_bytes=self.settings.max_event_bytes, default_time=message.timestamp
+                )
+            except InvalidEvent as exc:
+                outcome.rejected.append(
+                    Rejected(raw, app, str(exc), message.partition, message.offset, index)
+                )
+                continue
+            if event.event_id is None:
+                event.event_id = f"p{message.partition}o{message.offset}i{index}"
+            if event.creation_time is None:
+                event.creation_time = message.timestamp
+            writes.add_event(event)
+            if to_log:
+                props = orjson.dumps(event.properties).decode() if event.properties else None
+                self._pending[(app, message.partition)].append(
+                    LoggedEvent(event, props, message.partition, message.offset, index)
+                )
+                self.buffered_events += 1
 
     def flush_due(self) -> bool:
         if self._buffered_since is None:
@@ -189,13 +273,20 @@ class IngestProcessor:
     def flush(self) -> int:
         """Write one segment per (app, partition) covering the buffered offsets; return events."""
         written = 0
-        for (app, partition), events in self._pending.items():
+        for app, partition in {**self._pending, **self._pending_rows}:
+            pieces = self._pending_rows.get((app, partition), [])
+            if self._pending.get((app, partition)):
+                pieces = [to_table(self._pending[(app, partition)]), *pieces]
+            rows = pa.concat_tables(pieces)
+            if len(pieces) > 1:  # both paths in one segment: back to Kafka's order
+                rows = rows.sort_by([("offset", "ascending"), ("index", "ascending")])
             first, last = self._window[partition]
-            self.event_log.append(app, partition, first, last, events)
+            self.event_log.append(app, partition, first, last, rows)
             marks = self._watermarks.setdefault(app, {})
             marks[partition] = max(marks.get(partition, -1), last)
-            written += len(events)
+            written += rows.num_rows
         self._pending.clear()
+        self._pending_rows.clear()
         self._window.clear()
         self._buffered_since = None
         self.buffered_events = 0
