@@ -29,7 +29,7 @@ asc; the page is [from, from + num).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,8 +39,13 @@ from crossrec.core.query import InvalidQuery, Query, Result
 from crossrec.query import history as hist
 from crossrec.query import scoring
 from crossrec.query.documents import Documents
-from crossrec.query.index import EMPTY, IndicatorIndex, PropertyIndex, idf
+from crossrec.query.index import EMPTY, SMALL, IndicatorIndex, PropertyIndex, idf
 from crossrec.query.scoring import Plan
+
+
+class VocabularyOf(NamedTuple):
+    index: np.ndarray  # model document -> vocabulary index, -1: none
+    complete: bool  # every vocabulary id is a model document
 
 
 def _first(*values: Any) -> Any:
@@ -65,6 +70,7 @@ class Engine:
         self.properties = PropertyIndex(model.properties, frozenset(self._field_of) | {"id"})
         longest = max((len(ind.docs) for ind in self.indicators), default=0)
         self._ones = np.ones(longest)  # the posting "values" of scoring's matrix product
+        self._vocab_of = [self._vocabulary_of_documents(ind) for ind in self.indicators]
         self._scratch = scoring.Scratch()
 
     def __len__(self) -> int:
@@ -115,10 +121,11 @@ class Engine:
         config, plan = self.config, Plan()
         streams = hist.streams_of(self._aliases, self._allowed_events(query), history, times)
         used = hist.recent(streams, self._caps, config.max_query_events)
+        values, blacklisted = self._lookup(used, self._blacklist(query, history))
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
-        for k, (ind, ids) in enumerate(zip(self.indicators, used, strict=True)):
-            if ids:
-                plan.indicator(k, ind, ind.lookup(ids), user_bias)
+        for k, ind in enumerate(self.indicators):
+            if used[k]:
+                plan.indicator(k, ind, values[k], user_bias)
         if query.item is not None:
             doc = int(self.documents.index([query.item])[0])
             item_bias = _first(query.item_bias, config.item_bias, 1.0)
@@ -134,7 +141,7 @@ class Engine:
         named = {r.name for r in query.fields}
         for rule in (*query.fields, *(r for r in config.fields if r.name not in named)):
             self._rule(plan, rule)
-        plan.must_not.append(self._blacklist(query, history))
+        plan.must_not.append(blacklisted)
         return self._page(query, plan, self._mask(query, plan, now_ms))
 
     def _rule(self, plan: Plan, rule: FieldRule) -> None:
@@ -160,13 +167,60 @@ class Engine:
         else:
             plan.field(postings, rule.bias)
 
-    def _blacklist(self, query: Query, history: Mapping[str, Sequence[str]]) -> np.ndarray:
+    def _blacklist(self, query: Query, history: Mapping[str, Sequence[str]]) -> list[str]:
+        """The distinct ids a query excludes."""
         ids = [x for name in self._blacklist_events for x in history.get(name, ())]
         ids += [*query.blacklist_items, *query.item_set]
         if query.item is not None and not _first(query.return_self, self.config.return_self):
             ids.append(query.item)
-        found = self.documents.index(list(dict.fromkeys(ids)))
-        return found[found >= 0]
+        return list(dict.fromkeys(ids))
+
+    def _vocabulary_of_documents(self, ind: IndicatorIndex) -> VocabularyOf | None:
+        """Model document -> the indicator's vocabulary index, when its vocabulary is large and
+        mostly item ids: then the user's history is looked up among the documents, in the one
+        lookup the blacklist needs anyway (mostly the same ids)."""
+        n_vocab, n_docs = len(ind.vocabulary), self.documents.n_model
+        if n_vocab <= SMALL or not n_docs:
+            return None
+        docs = self.documents.model_ids.index(ind.vocabulary.ids(range(n_vocab)))
+        known = docs >= 0
+        if np.count_nonzero(known) < n_vocab // 2:
+            return None
+        index = np.full(n_docs + 1, -1, dtype=np.int64)  # the last: any other document
+        index[docs[known]] = np.flatnonzero(known)
+        return VocabularyOf(index, bool(known.all()))
+
+    def _lookup(
+        self, used: list[list[str]], blacklist: list[str]
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per indicator the distinct vocabulary indices of its used ids; the blacklisted
+        documents. One document lookup serves the blacklist and every indicator whose
+        vocabulary maps from documents."""
+        keys, values, spans = list(blacklist), [EMPTY] * len(used), []
+        for k, ids in enumerate(used):
+            if not ids:
+                continue
+            if self._vocab_of[k] is None:
+                values[k] = self.indicators[k].lookup(ids)
+            else:
+                spans.append((k, len(keys)))
+                keys += ids
+        docs = self.documents.index(keys) if keys else scoring.NONE
+        for k, at in spans:
+            values[k] = self._vocabulary(k, used[k], docs[at : at + len(used[k])])
+        black = docs[: len(blacklist)]
+        return values, black[black >= 0]
+
+    def _vocabulary(self, k: int, ids: list[str], docs: np.ndarray) -> np.ndarray:
+        """As IndicatorIndex.lookup(ids), from the ids' documents."""
+        of = self._vocab_of[k]
+        assert of is not None
+        found = of.index[np.where((docs >= 0) & (docs < len(of.index) - 1), docs, -1)]
+        if not of.complete:  # ids outside the model's documents may be in the vocabulary
+            other = np.flatnonzero(found < 0).tolist()
+            if other:
+                found[other] = self.indicators[k].vocabulary.index([ids[j] for j in other])
+        return np.unique(found[found >= 0])
 
     def _mask(self, query: Query, plan: Plan, now_ms: int) -> scoring.Filter:
         """Filters as a boolean mask over documents; exclusions alone as a short list instead."""

@@ -108,7 +108,7 @@ class Ids:
         found, cand, sizes = found[same], cand[same], sizes[same]
         total = int(sizes.sum())
         if self._fixed is not None and len(found):
-            query = np.array([raw[j] for j in found.tolist()], dtype=self._fixed.dtype)
+            query = np.array(raw, dtype=self._fixed.dtype)[found]  # longer keys: cut, not found
             same = self._fixed[cand] == query
             found, cand = found[same], cand[same]
         elif total:
