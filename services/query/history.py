@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
+from itertools import chain, islice
 
 from crossrec.core.config import EngineConfig
 from crossrec.core.query import InvalidQuery
@@ -26,9 +27,9 @@ def recent(
     of indicator k's aliases, each newest first."""
     if not all(t is not None for s in streams for _, t in s):
         chosen = [
-            [x for targets, _ in parts for x in targets][:cap]
+            list(islice(chain.from_iterable(targets for targets, _ in parts), cap))
             for parts, cap in zip(streams, caps, strict=True)
-        ]
+        ]  # the first `cap`, without copying a long history
         counts = round_robin([len(c) for c in chosen], budget)
         return [list(dict.fromkeys(c[:n])) for c, n in zip(chosen, counts, strict=True)]
     timed: list[list[tuple[int, str]]] = []  # per indicator: (time, target), newest first

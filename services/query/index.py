@@ -88,12 +88,12 @@ class Ids:
 
     def index(self, keys: Sequence[str]) -> np.ndarray:
         """int64 index of each key, -1 for unknown ones."""
-        out = np.full(len(keys), -1, dtype=np.int64)
-        if not len(keys) or not len(self._perm):
-            return out
         if self._small is not None:
             get = self._small.get
             return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not len(keys) or not len(self._perm):
+            return out
         raw = [k.encode() for k in keys]
         if len(raw) <= 8:  # a few keys: numpy's per-call overhead would dominate
             for j, key in enumerate(raw):

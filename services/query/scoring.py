@@ -15,7 +15,7 @@ class when that touches fewer postings, then copied to the documents with one np
 buffers are reused (Scratch) instead of allocated per query.
 
 The page needs only the best `from + num` documents: a threshold (the k-th highest of the maxima
-of 4k blocks of documents) leaves a few candidates, sorted by np.lexsort on
+of 4k blocks of documents) leaves a few candidates, found in the few blocks that reach it, sorted by np.lexsort on
 (score, rankings in configured order, id rank); zero-score documents come from the precomputed
 backfill order, read in growing chunks until the page is full.
 """
@@ -203,24 +203,33 @@ def accumulate(
     return scores
 
 
-def floor(scores: np.ndarray, k: int) -> float:
-    """A score no higher than the k-th best (0: unknown): the k-th highest of the maxima of 4k
-    blocks of documents — k different documents score at least that much."""
+def candidates(scores: np.ndarray, k: int) -> np.ndarray:
+    """Ascending documents that may be among the k best (all those with a positive score unless
+    a floor is found): those scoring at least the k-th highest of the maxima of 4k blocks of
+    documents (k different documents score at least that much), less MARGIN. Only the blocks
+    whose maximum reaches it are scanned (about k of them), not every score."""
     blocks = 4 * k
     size = len(scores) // blocks
     if size < 16:
-        return 0.0
-    tops = scores[: blocks * size].reshape(blocks, size).max(axis=1)
-    tops = tops[tops > 0]
-    return float(np.sort(tops)[-k]) if len(tops) >= k else 0.0
+        return np.flatnonzero(scores)
+    head = scores[: blocks * size].reshape(blocks, size)
+    tops = head.max(axis=1)
+    positive = tops[tops > 0]
+    if len(positive) < k:
+        return np.flatnonzero(scores)
+    low = np.partition(positive, len(positive) - k)[len(positive) - k] - MARGIN
+    rows = np.flatnonzero(tops >= low)
+    hits = np.flatnonzero(head[rows] >= low)
+    found = rows[hits // size] * size + hits % size
+    tail = np.flatnonzero(scores[blocks * size :] >= low) + blocks * size
+    return np.concatenate([found, tail]) if len(tail) else found
 
 
 def best(
     scores: np.ndarray, k: int, id_rank: np.ndarray, rank_keys: list[np.ndarray], order: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k best documents with a positive (rounded) score, in the total order; their scores."""
-    low = floor(scores, k)
-    found = np.flatnonzero(scores >= low - MARGIN) if low > 0 else np.flatnonzero(scores)
+    found = candidates(scores, k)
     rounded = np.round(scores[found], DECIMALS)
     positive = rounded > 0
     found, rounded = found[positive], rounded[positive]
