@@ -252,7 +252,7 @@ class Engine:
         if mask is not None:
             mask[excluded] = False
             return scoring.Filter(mask, scoring.NONE)
-        return scoring.Filter(None, np.unique(excluded))
+        return scoring.Filter(None, excluded)
 
     def _page(self, query: Query, plan: Plan, where: scoring.Filter) -> Result:
         docs = self.documents

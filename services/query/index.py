@@ -176,6 +176,7 @@ class IndicatorIndex:
         arrays = [self.indptr, self.docs, self.idf, *self.vocabulary.arrays()]
         if self.classes is not None:
             arrays += [self.classes.of, self.classes.indptr, self.classes.members]
+            arrays.append(self.classes.saved)
         return sum(a.nbytes for a in arrays)
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
@@ -203,6 +204,7 @@ class Classes(NamedTuple):
     indptr: np.ndarray  # value -> members[indptr[v]:indptr[v + 1]]
     members: np.ndarray  # int32 classes, ascending per value
     count: int
+    saved: np.ndarray  # int64 per value: its postings over documents less those over classes
 
     @staticmethod
     def build(correlators: Correlators) -> Classes | None:
@@ -229,12 +231,15 @@ class Classes(NamedTuple):
             count=n_docs,
         )
         _, lead = np.unique(of, return_index=True)  # each class's first document
+        held = np.bincount(values, minlength=width)
         kept = concat_ranges(values, rows[lead], rows[lead + 1])
         owner = np.repeat(np.arange(len(lead), dtype=np.int64), np.diff(rows)[lead])
         by_value = np.sort(kept.astype(np.int64) * len(lead) + owner)  # (value, class) ascending
         indptr = np.zeros(width + 1, dtype=np.int32)
         np.cumsum(np.bincount(kept, minlength=width), out=indptr[1:])
-        return Classes(of, indptr, (by_value % len(lead)).astype(np.int32), len(lead))
+        members = (by_value % len(lead)).astype(np.int32)
+        saved = held - np.diff(indptr).astype(np.int64)
+        return Classes(of, indptr, members, len(lead), saved)
 
 
 def keywords(value: Any) -> tuple[str, ...]:

@@ -43,7 +43,8 @@ GATHER = 0.5  # cost of copying a class's score to a document, in postings
 
 
 class Filter(NamedTuple):
-    """Candidates: `mask` (None: every document) minus `excluded` (sorted document indices)."""
+    """Candidates: `mask` (None: every document) minus `excluded` (document indices, maybe
+    repeated: only the backfill needs them as a set)."""
 
     mask: np.ndarray | None
     excluded: np.ndarray
@@ -57,7 +58,7 @@ class Filter(NamedTuple):
     def passes(self, docs: np.ndarray) -> np.ndarray:
         ok = np.ones(len(docs), dtype=bool) if self.mask is None else self.mask[docs]
         if len(self.excluded):
-            ok &= ~np.isin(docs, self.excluded, assume_unique=True)
+            ok &= ~np.isin(docs, self.excluded)
         return ok
 
 
@@ -139,8 +140,10 @@ def _matvec(
 
 def _sorted(terms: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One indicator's clauses as (values, weights), values descending."""
-    if len(terms) == 1:
+    if len(terms) == 1:  # distinct ascending values (a lookup's np.unique): reversed is sorted
         values, weights = terms[0]
+        if (values[1:] > values[:-1]).all():
+            return values[::-1], weights[::-1]
     else:
         values = np.concatenate([v for v, _ in terms])
         weights = np.concatenate([w for _, w in terms])
@@ -153,9 +156,7 @@ def _grouped(ind: IndicatorIndex, values: np.ndarray) -> bool:
     classes = ind.classes
     if classes is None:
         return False
-    direct = int((ind.indptr[values + 1] - ind.indptr[values]).sum())
-    grouped = int((classes.indptr[values + 1] - classes.indptr[values]).sum())
-    return grouped + GATHER * len(classes.of) < direct
+    return int(classes.saved[values].sum()) > GATHER * len(classes.of)
 
 
 def accumulate(
@@ -217,7 +218,7 @@ def candidates(scores: np.ndarray, k: int) -> np.ndarray:
     positive = tops[tops > 0]
     if len(positive) < k:
         return np.flatnonzero(scores)
-    low = np.partition(positive, len(positive) - k)[len(positive) - k] - MARGIN
+    low = np.sort(positive)[-k] - MARGIN
     rows = np.flatnonzero(tops >= low)
     hits = np.flatnonzero(head[rows] >= low)
     found = rows[hits // size] * size + hits % size
