@@ -29,6 +29,7 @@ asc; the page is [from, from + num).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,7 +40,7 @@ from crossrec.core.query import InvalidQuery, Query, Result
 from crossrec.query import history as hist
 from crossrec.query import scoring
 from crossrec.query.documents import Documents
-from crossrec.query.index import EMPTY, SMALL, IndicatorIndex, PropertyIndex, idf
+from crossrec.query.index import EMPTY, SMALL, IndicatorIndex, PropertyIndex, distinct, idf
 from crossrec.query.scoring import Plan
 
 
@@ -132,7 +133,7 @@ class Engine:
             for k, ind in enumerate(self.indicators):
                 values = ind.row(doc) if doc >= 0 else EMPTY
                 if len(values):
-                    plan.indicator(k, ind, np.unique(values), item_bias)
+                    plan.indicator(k, ind, distinct(values), item_bias)
         if query.item_set:
             set_bias = _first(query.item_set_bias, config.item_set_bias, 1.0)
             plan.indicator(
@@ -169,7 +170,7 @@ class Engine:
 
     def _blacklist(self, query: Query, history: Mapping[str, Sequence[str]]) -> list[str]:
         """The distinct ids a query excludes."""
-        ids = [x for name in self._blacklist_events for x in history.get(name, ())]
+        ids = list(chain.from_iterable(history.get(name, ()) for name in self._blacklist_events))
         ids += [*query.blacklist_items, *query.item_set]
         if query.item is not None and not _first(query.return_self, self.config.return_self):
             ids.append(query.item)
@@ -195,13 +196,16 @@ class Engine:
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Per indicator the distinct vocabulary indices of its used ids; the blacklisted
         documents. One document lookup serves the blacklist and every indicator whose
-        vocabulary maps from documents."""
+        vocabulary maps from documents. Ids used of a blacklisted history are usually the
+        blacklist's first ones (both are that history's distinct ids, newest first)."""
         keys, values, spans = list(blacklist), [EMPTY] * len(used), []
         for k, ids in enumerate(used):
             if not ids:
                 continue
             if self._vocab_of[k] is None:
                 values[k] = self.indicators[k].lookup(ids)
+            elif blacklist[: len(ids)] == ids:
+                spans.append((k, 0))
             else:
                 spans.append((k, len(keys)))
                 keys += ids
@@ -220,7 +224,7 @@ class Engine:
             other = np.flatnonzero(found < 0).tolist()
             if other:
                 found[other] = self.indicators[k].vocabulary.index([ids[j] for j in other])
-        return np.unique(found[found >= 0])
+        return distinct(found[found >= 0])
 
     def _mask(self, query: Query, plan: Plan, now_ms: int) -> scoring.Filter:
         """Filters as a boolean mask over documents; exclusions alone as a short list instead."""

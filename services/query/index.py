@@ -35,6 +35,14 @@ def idf(n_field: int, n_value: np.ndarray | int) -> np.ndarray:
     return np.log1p((n_field - np.asarray(n_value, dtype=np.float64) + 0.5) / (n_value + 0.5))
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) for the short arrays of a query, without its Python overhead."""
+    out = np.sort(values)
+    if len(out) > 1:
+        out = out[np.concatenate(([True], out[1:] != out[:-1]))]
+    return out
+
+
 def concat_ranges(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """data[s:e] for every (s, e), concatenated (one copy of each slice)."""
     parts = [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if b > a]
@@ -182,7 +190,7 @@ class IndicatorIndex:
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         """Vocabulary indices of the known ids, once each."""
         found = self.vocabulary.index(ids)
-        return np.unique(found[found >= 0])
+        return distinct(found[found >= 0])
 
     def row(self, doc: int) -> np.ndarray:
         if doc + 1 >= len(self.rows):  # a document added after training: no correlators
