@@ -3,12 +3,16 @@
 Run it with `crossrec ingest` (or `faust -A crossrec.ingest.app worker --without-web`). It takes
 messages in batches without acknowledging them, hands each batch to the IngestProcessor, produces
 dead letters and item-change triggers, and acknowledges a message only once the event log holds it.
-A timer writes the log every `log_flush_seconds`, also while a rebalance waits for acks.
+A timer writes the log every `log_flush_seconds`, also while a rebalance waits for acks. Segments
+are written in a worker thread (pyarrow lets go of the GIL), so batches go on meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from typing import Any
 
 import faust
@@ -85,12 +89,13 @@ def create_app(settings: config.Settings | None = None) -> faust.App:
     @app.timer(interval=max(0.2, settings.log_flush_seconds / 2))
     async def flush_timer() -> None:
         if worker.processor.flush_due():
-            await worker.flush_and_ack()
+            worker.start_flush()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         worker.partitions = sorted(tp.partition for tp in assigned)
-        worker.processor.forget_watermarks()
+        async with worker.flush_lock:  # a segment being written counts in the new watermarks
+            worker.processor.forget_watermarks()
 
     @app.timer(interval=2.0)
     async def heartbeat() -> None:
@@ -117,6 +122,8 @@ class IngestWorker:
         )
         self.stream: faust.StreamT | None = None
         self.unacked: list[Any] = []  # faust events processed but not yet in the event log
+        self.flush_lock = asyncio.Lock()  # one segment write at a time
+        self._flushing: asyncio.Task | None = None
         self.partitions: list[int] | None = None
 
     async def take(self, events: list[Any]) -> None:
@@ -134,7 +141,7 @@ class IngestWorker:
         await self.publish(outcome)
         self.unacked.extend(events)
         if self.processor.flush_due():
-            await self.flush_and_ack()
+            self.start_flush()
 
     async def publish(self, outcome: BatchOutcome) -> None:
         for r in outcome.rejected:
@@ -156,15 +163,30 @@ class IngestWorker:
                 body = orjson.dumps({"app": app_name, "items": items, "reason": reason})
                 await self.item_changes.send(key=app_name.encode(), value=body)
 
+    def start_flush(self) -> None:
+        """Write the event log in the background, unless a write is still going on."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self.flush_and_ack())
+
     async def flush_and_ack(self) -> None:
         """Write the event log, then acknowledge what it now holds (so offsets may commit)."""
-        if self.stream is None or not self.unacked:
-            return
-        written = self.processor.flush()
-        await self.app.producer.flush()  # dead letters and triggers are out before we ack
-        unacked, self.unacked = self.unacked, []
-        for event in unacked:
-            await self.stream.ack(event)
+        async with self.flush_lock:
+            if self.stream is None or not self.unacked:
+                return
+            segments = self.processor.take_flush()
+            unacked, self.unacked = self.unacked, []
+            try:
+                written = await asyncio.to_thread(self.processor.write, segments)
+            except Exception:
+                # These messages stay unacknowledged, so their offsets never commit: stop, and
+                # Kafka hands them to the restarted worker (`crossrec up` restarts it).
+                log.exception("event log write failed: stopping ingest")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            self.processor.written(segments)
+            await self.app.producer.flush()  # dead letters and triggers are out before we ack
+            for event in unacked:
+                await self.stream.ack(event)
         log.debug("event log: %d events written, %d messages acknowledged", written, len(unacked))
 
 

@@ -89,9 +89,14 @@ def _all_non_empty(column: pa.ChunkedArray) -> bool:
 def _parse(value: bytes, lines: int, max_event_bytes: int) -> pa.Table | None:
     """The wire columns of `lines` JSON lines, or None for anything Arrow and orjson might read
     differently (a blank or oversized line, bad UTF-8, a repeated or unknown field, a type)."""
-    ends = np.flatnonzero(np.frombuffer(value, dtype=np.uint8) == 10)
+    data = np.frombuffer(value, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
     lengths = np.diff(np.concatenate(([-1], ends, [len(value)]))) - 1
     if len(lengths) != lines or lengths.min() <= 0 or lengths.max() > max_event_bytes:
+        return None
+    # Every line an object, `{` to `}`: a lone `null` crashes pyarrow 26's JSON reader.
+    first, last = np.concatenate(([0], ends + 1)), np.concatenate((ends - 1, [len(value) - 1]))
+    if not (np.all(data[first] == 0x7B) and np.all(data[last] == 0x7D)):
         return None
     try:
         read = pajson.ReadOptions(block_size=len(value) + 1, use_threads=False)

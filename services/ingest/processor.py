@@ -270,24 +270,59 @@ class IngestProcessor:
             or self.buffered_events >= self.settings.log_flush_events
         )
 
-    def flush(self) -> int:
-        """Write one segment per (app, partition) covering the buffered offsets; return events."""
-        written = 0
+    def take_flush(self) -> list[SegmentWrite]:
+        """The buffered events as one segment per (app, partition), covering the buffered
+        offsets; the buffers start afresh (so batches can go on while the segments are written)."""
+        segments = []
         for app, partition in {**self._pending, **self._pending_rows}:
-            pieces = self._pending_rows.get((app, partition), [])
-            if self._pending.get((app, partition)):
-                pieces = [to_table(self._pending[(app, partition)]), *pieces]
-            rows = pa.concat_tables(pieces)
-            if len(pieces) > 1:  # both paths in one segment: back to Kafka's order
-                rows = rows.sort_by([("offset", "ascending"), ("index", "ascending")])
+            logged = self._pending.get((app, partition))
+            rows = self._pending_rows.get((app, partition), [])
             first, last = self._window[partition]
-            self.event_log.append(app, partition, first, last, rows)
-            marks = self._watermarks.setdefault(app, {})
-            marks[partition] = max(marks.get(partition, -1), last)
-            written += rows.num_rows
-        self._pending.clear()
-        self._pending_rows.clear()
-        self._window.clear()
+            segments.append(SegmentWrite(app, partition, first, last, logged or [], rows))
+        self._pending = defaultdict(list)
+        self._pending_rows = defaultdict(list)
+        self._window = {}
         self._buffered_since = None
         self.buffered_events = 0
+        return segments
+
+    def write(self, segments: Sequence[SegmentWrite]) -> int:
+        """Write segments to the event log (safe in a worker thread); return events written."""
+        written = 0
+        for segment in segments:
+            rows = segment.rows()
+            self.event_log.append(segment.app, segment.partition, segment.first, segment.last, rows)
+            written += rows.num_rows
         return written
+
+    def written(self, segments: Sequence[SegmentWrite]) -> None:
+        """Once the segments are in the log, their offsets need not be logged again."""
+        for segment in segments:
+            marks = self._watermarks.setdefault(segment.app, {})
+            marks[segment.partition] = max(marks.get(segment.partition, -1), segment.last)
+
+    def flush(self) -> int:
+        """Write what is buffered, now; return events written."""
+        segments = self.take_flush()
+        written = self.write(segments)
+        self.written(segments)
+        return written
+
+
+@dataclass(slots=True)
+class SegmentWrite:
+    """One event-log segment to write: an app's events of one run of a partition's offsets."""
+
+    app: str
+    partition: int
+    first: int
+    last: int
+    logged: list[LoggedEvent]  # from the per-event path
+    tables: list[pa.Table]  # from the fast path
+
+    def rows(self) -> pa.Table:
+        pieces = [to_table(self.logged), *self.tables] if self.logged else self.tables
+        rows = pa.concat_tables(pieces)
+        if len(pieces) > 1:  # both paths in one segment: back to Kafka's order
+            rows = rows.sort_by([("offset", "ascending"), ("index", "ascending")])
+        return rows
