@@ -20,17 +20,22 @@ json_values = st.recursive(
 plain_props = st.dictionaries(names, json_values, max_size=4)
 
 
+def usage_event(draw: st.DrawFn) -> dict:
+    """A user → item event with the required fields only."""
+    return {
+        "event": draw(names),
+        "entityType": "user",
+        "entityId": draw(names),
+        "targetEntityType": "item",
+        "targetEntityId": draw(names),
+    }
+
+
 @st.composite
 def valid_events(draw: st.DrawFn) -> dict:
     kind = draw(st.sampled_from(["usage", "set", "unset", "delete"]))
     if kind == "usage":
-        event = {
-            "event": draw(names),
-            "entityType": "user",
-            "entityId": draw(names),
-            "targetEntityType": "item",
-            "targetEntityId": draw(names),
-        }
+        event = usage_event(draw)
     else:
         props = draw(plain_props.filter(bool)) if kind == "unset" else draw(plain_props)
         event = {

@@ -10,7 +10,7 @@ import orjson
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import bad_events, names, valid_events
+from strategies import bad_events, names, usage_event, valid_events
 
 from crossrec.adapters.eventlog import LoggedEvent, to_table
 from crossrec.core.events import InvalidEvent, decode
@@ -56,13 +56,7 @@ strict_times = st.datetimes(
 @st.composite
 def plain_event(draw: st.DrawFn) -> dict:
     """User → item events as applications send them: the fast path must take these."""
-    event = {
-        "event": draw(names),
-        "entityType": "user",
-        "entityId": draw(names),
-        "targetEntityType": "item",
-        "targetEntityId": draw(names),
-    }
+    event = usage_event(draw)
     for key, values in (
         ("eventTime", strict_times),
         ("eventId", names),
