@@ -28,9 +28,9 @@ asc; the page is [from, from + num).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -40,13 +40,8 @@ from crossrec.core.query import InvalidQuery, Query, Result
 from crossrec.query import history as hist
 from crossrec.query import scoring
 from crossrec.query.documents import Documents
-from crossrec.query.index import EMPTY, SMALL, IndicatorIndex, PropertyIndex, distinct, idf
+from crossrec.query.index import EMPTY, IndicatorIndex, PropertyIndex, distinct, idf
 from crossrec.query.scoring import Plan
-
-
-class VocabularyOf(NamedTuple):
-    index: np.ndarray  # model document -> vocabulary index, -1: none
-    complete: bool  # every vocabulary id is a model document
 
 
 def _first(*values: Any) -> Any:
@@ -71,7 +66,6 @@ class Engine:
         self.properties = PropertyIndex(model.properties, frozenset(self._field_of) | {"id"})
         longest = max((len(ind.docs) for ind in self.indicators), default=0)
         self._ones = np.ones(longest)  # the posting "values" of scoring's matrix product
-        self._vocab_of = [self._vocabulary_of_documents(ind) for ind in self.indicators]
         self._scratch = scoring.Scratch()
 
     def __len__(self) -> int:
@@ -122,11 +116,10 @@ class Engine:
         config, plan = self.config, Plan()
         streams = hist.streams_of(self._aliases, self._allowed_events(query), history, times)
         used = hist.recent(streams, self._caps, config.max_query_events)
-        values, blacklisted = self._lookup(used, self._blacklist(query, history))
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
-        for k, ind in enumerate(self.indicators):
-            if used[k]:
-                plan.indicator(k, ind, values[k], user_bias)
+        for k, (ind, ids) in enumerate(zip(self.indicators, used, strict=True)):
+            if ids:
+                plan.indicator(k, ind, ind.lookup(ids), user_bias)
         if query.item is not None:
             doc = int(self.documents.index([query.item])[0])
             item_bias = _first(query.item_bias, config.item_bias, 1.0)
@@ -142,8 +135,9 @@ class Engine:
         named = {r.name for r in query.fields}
         for rule in (*query.fields, *(r for r in config.fields if r.name not in named)):
             self._rule(plan, rule)
-        plan.must_not.append(blacklisted)
-        return self._page(query, plan, self._mask(query, plan, now_ms))
+        plan.must_not.append(self._excluded(query))
+        listed = set(chain.from_iterable(history.get(n, ()) for n in self._blacklist_events))
+        return self._page(query, plan, self._mask(query, plan, now_ms), listed)
 
     def _rule(self, plan: Plan, rule: FieldRule) -> None:
         """bias > 0: boost; < 0: include only; 0: exclude. The field is an indicator, `id`, or a
@@ -168,63 +162,16 @@ class Engine:
         else:
             plan.field(postings, rule.bias)
 
-    def _blacklist(self, query: Query, history: Mapping[str, Sequence[str]]) -> list[str]:
-        """The distinct ids a query excludes."""
-        ids = list(chain.from_iterable(history.get(name, ()) for name in self._blacklist_events))
-        ids += [*query.blacklist_items, *query.item_set]
+    def _excluded(self, query: Query) -> np.ndarray:
+        """Documents the query itself excludes (the history's blacklist: `_best`)."""
+        ids = [*query.blacklist_items, *query.item_set]
         if query.item is not None and not _first(query.return_self, self.config.return_self):
             ids.append(query.item)
-        return list(dict.fromkeys(ids))
+        return self._documents_of(ids)
 
-    def _vocabulary_of_documents(self, ind: IndicatorIndex) -> VocabularyOf | None:
-        """Model document -> the indicator's vocabulary index, when its vocabulary is large and
-        mostly item ids: then the user's history is looked up among the documents, in the one
-        lookup the blacklist needs anyway (mostly the same ids)."""
-        n_vocab, n_docs = len(ind.vocabulary), self.documents.n_model
-        if n_vocab <= SMALL or not n_docs:
-            return None
-        docs = self.documents.model_ids.index(ind.vocabulary.ids(range(n_vocab)))
-        known = docs >= 0
-        if np.count_nonzero(known) < n_vocab // 2:
-            return None
-        index = np.full(n_docs + 1, -1, dtype=np.int64)  # the last: any other document
-        index[docs[known]] = np.flatnonzero(known)
-        return VocabularyOf(index, bool(known.all()))
-
-    def _lookup(
-        self, used: list[list[str]], blacklist: list[str]
-    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Per indicator the distinct vocabulary indices of its used ids; the blacklisted
-        documents. One document lookup serves the blacklist and every indicator whose
-        vocabulary maps from documents. Ids used of a blacklisted history are usually the
-        blacklist's first ones (both are that history's distinct ids, newest first)."""
-        keys, values, spans = list(blacklist), [EMPTY] * len(used), []
-        for k, ids in enumerate(used):
-            if not ids:
-                continue
-            if self._vocab_of[k] is None:
-                values[k] = self.indicators[k].lookup(ids)
-            elif blacklist[: len(ids)] == ids:
-                spans.append((k, 0))
-            else:
-                spans.append((k, len(keys)))
-                keys += ids
-        docs = self.documents.index(keys) if keys else scoring.NONE
-        for k, at in spans:
-            values[k] = self._vocabulary(k, used[k], docs[at : at + len(used[k])])
-        black = docs[: len(blacklist)]
-        return values, black[black >= 0]
-
-    def _vocabulary(self, k: int, ids: list[str], docs: np.ndarray) -> np.ndarray:
-        """As IndicatorIndex.lookup(ids), from the ids' documents."""
-        of = self._vocab_of[k]
-        assert of is not None
-        found = of.index[np.where((docs >= 0) & (docs < len(of.index) - 1), docs, -1)]
-        if not of.complete:  # ids outside the model's documents may be in the vocabulary
-            other = np.flatnonzero(found < 0).tolist()
-            if other:
-                found[other] = self.indicators[k].vocabulary.index([ids[j] for j in other])
-        return distinct(found[found >= 0])
+    def _documents_of(self, ids: Collection[str]) -> np.ndarray:
+        found = self.documents.index(list(dict.fromkeys(ids)))
+        return found[found >= 0]
 
     def _mask(self, query: Query, plan: Plan, now_ms: int) -> scoring.Filter:
         """Filters as a boolean mask over documents; exclusions alone as a short list instead."""
@@ -258,7 +205,9 @@ class Engine:
             return scoring.Filter(mask, scoring.NONE)
         return scoring.Filter(None, excluded)
 
-    def _page(self, query: Query, plan: Plan, where: scoring.Filter) -> Result:
+    def _page(self, query: Query, plan: Plan, where: scoring.Filter, listed: set[str]) -> Result:
+        """The page; `listed`: blacklisted ids (of the user's history), checked on the best
+        documents only, unless the page needs backfill (then every one is looked up)."""
         docs = self.documents
         start = query.from_
         stop = start + _first(query.num, self.config.num)
@@ -267,8 +216,11 @@ class Engine:
         if plan:
             scores = scoring.accumulate(plan, self.indicators, docs.n, self._ones, self._scratch)
             where.apply(scores)
-            top, top_scores = scoring.best(scores, stop, docs.id_rank, docs.rank_keys, docs.order)
+            top, top_scores = self._best(scores, stop, listed)
         if len(top) < stop and not self.collab:
+            if listed:
+                more = self._documents_of(listed)
+                where = scoring.Filter(where.mask, np.concatenate([where.excluded, more]))
             fill = scoring.backfill(docs.order, where, scores, stop - len(top))
             top = np.concatenate([top, fill])
             top_scores = np.concatenate([top_scores, np.zeros(len(fill))])
@@ -281,6 +233,22 @@ class Engine:
             ranks,
             backfill=any(s == 0 for s in page_scores),
         )
+
+    def _best(self, scores: np.ndarray, k: int, listed: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The k best documents (positive score, total order) whose ids are not listed: the best
+        2k + 16, then 4 times as many while too many of those are listed. A user's own purchases
+        often lead, but checking a few dozen ids costs far less than looking up a history of
+        hundreds; a listed document left out of the k best changes nothing."""
+        docs = self.documents
+        want = 2 * k + 16 if listed else k
+        while True:
+            top, top_scores = scoring.best(scores, want, docs.id_rank, docs.rank_keys, docs.order)
+            if not listed:
+                return top, top_scores
+            keep = [j for j, x in enumerate(docs.ids(top)) if x not in listed]
+            if len(keep) >= k or len(top) < want:  # fewer than asked: no other positive score
+                return top[keep[:k]], top_scores[keep[:k]]
+            want *= 4
 
     # -- real-time properties -----------------------------------------------------------------
 
