@@ -111,17 +111,20 @@ class Ids:
             return out
         crc = np.fromiter(map(zlib.crc32, raw), dtype=np.uint32, count=len(raw))
         at = np.minimum(np.searchsorted(self._crc, crc), len(self._crc) - 1)
+        if self._fixed is not None:  # every key checked at once: fewer numpy calls
+            cand = self._perm[at].astype(np.int64)
+            same = self._crc[at] == crc
+            same &= self._lengths[cand] == np.fromiter(map(len, raw), np.int64, len(raw))
+            same &= self._fixed[cand] == np.array(raw, dtype=self._fixed.dtype)  # longer: cut
+            out = np.where(same, cand, -1)
+            return self._shared_crcs(out, raw, crc)
         found = np.flatnonzero(self._crc[at] == crc)
         cand = self._perm[at[found]].astype(np.int64)
         sizes = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))[found]
         same = self._lengths[cand] == sizes
         found, cand, sizes = found[same], cand[same], sizes[same]
         total = int(sizes.sum())
-        if self._fixed is not None and len(found):
-            query = np.array(raw, dtype=self._fixed.dtype)[found]  # longer keys: cut, not found
-            same = self._fixed[cand] == query
-            found, cand = found[same], cand[same]
-        elif total:
+        if total:
             query = np.frombuffer(b"".join([raw[j] for j in found.tolist()]), dtype=np.uint8)
             first = np.cumsum(sizes) - sizes
             position = np.arange(total) + np.repeat(self._offsets[cand] - first, sizes)
@@ -129,6 +132,10 @@ class Ids:
             same = np.bincount(np.repeat(np.arange(len(found)), sizes), wrong, len(found)) == 0
             found, cand = found[same], cand[same]
         out[found] = cand
+        return self._shared_crcs(out, raw, crc)
+
+    def _shared_crcs(self, out: np.ndarray, raw: list[bytes], crc: np.ndarray) -> np.ndarray:
+        """Keys not found whose CRC several ids share: the slow path."""
         if self._shared:
             for j in np.flatnonzero(out < 0).tolist():
                 if int(crc[j]) in self._shared:
