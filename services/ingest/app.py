@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import faust
@@ -97,6 +98,10 @@ def create_app(settings: config.Settings | None = None) -> faust.App:
         async with worker.flush_lock:  # a segment being written counts in the new watermarks
             worker.processor.forget_watermarks()
 
+    @app.timer(interval=10.0)
+    async def report_stats() -> None:
+        worker.stats.report()
+
     @app.timer(interval=2.0)
     async def heartbeat() -> None:
         ready = worker.partitions is not None
@@ -124,6 +129,8 @@ class IngestWorker:
         self.unacked: list[Any] = []  # faust events processed but not yet in the event log
         self.flush_lock = asyncio.Lock()  # one segment write at a time
         self._flushing: asyncio.Task | None = None
+        self._writing: asyncio.Future | None = None  # the last batch's Redis writes
+        self.stats = BatchStats()
         self.partitions: list[int] | None = None
 
     async def take(self, events: list[Any]) -> None:
@@ -137,11 +144,27 @@ class IngestWorker:
             )
             for e in events
         ]
-        outcome = await self.processor.process(messages)
-        await self.publish(outcome)
+        started = time.time()
+        outcome, writes = await self.processor.prepare(messages)
+        # This batch was prepared while the previous one's Redis writes ran; now they must be
+        # done (one batch at a time in Redis), and this one's start.
+        if self._writing is not None:
+            await self._writing
+        self._writing = asyncio.ensure_future(self._write(outcome, writes))
+        self.stats.batch(messages, started, time.time())
         self.unacked.extend(events)
         if self.processor.flush_due():
             self.start_flush()
+
+    async def _write(self, outcome: BatchOutcome, writes: dict[str, Any]) -> None:
+        try:
+            await self.processor.apply(outcome, writes)
+            await self.publish(outcome)
+        except Exception:
+            # Unacknowledged, these messages come back from Kafka to the restarted worker.
+            log.exception("Redis write failed: stopping ingest")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
 
     async def publish(self, outcome: BatchOutcome) -> None:
         for r in outcome.rejected:
@@ -175,6 +198,8 @@ class IngestWorker:
                 return
             segments = self.processor.take_flush()
             unacked, self.unacked = self.unacked, []
+            if self._writing is not None:  # Redis holds these messages' events too
+                await asyncio.shield(self._writing)
             try:
                 written = await asyncio.to_thread(self.processor.write, segments)
             except Exception:
@@ -188,6 +213,38 @@ class IngestWorker:
             for event in unacked:
                 await self.stream.ack(event)
         log.debug("event log: %d events written, %d messages acknowledged", written, len(unacked))
+
+
+class BatchStats:
+    """What the log says every 10 s: messages and batches taken, the oldest message's age when
+    its batch was taken (broker and fetch delay) and the longest batch (Redis and validation)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = self.batches = 0
+        self.oldest_ms = self.longest_ms = 0.0
+
+    def batch(self, messages: list[Message], started: float, ended: float) -> None:
+        self.messages += len(messages)
+        self.batches += 1
+        if messages:
+            oldest = min(m.timestamp for m in messages)
+            self.oldest_ms = max(self.oldest_ms, started * 1000 - oldest)
+        self.longest_ms = max(self.longest_ms, (ended - started) * 1000)
+
+    def report(self) -> None:
+        if self.batches:
+            log.info(
+                "ingest: %d messages in %d batches; oldest message taken at %.0f ms, "
+                "longest batch %.0f ms",
+                self.messages,
+                self.batches,
+                self.oldest_ms,
+                self.longest_ms,
+            )
+        self.reset()
 
 
 def _headers(raw: Any) -> dict[str, bytes]:

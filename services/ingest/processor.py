@@ -24,7 +24,7 @@ from crossrec.adapters.eventlog import EventLog, LoggedEvent, to_table
 from crossrec.adapters.kafka import NDJSON
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.events import Event, InvalidEvent, decode
-from crossrec.ingest.columnar import Batched, plain_events
+from crossrec.ingest.columnar import Batched, Plain, plain_events
 from crossrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,14 @@ class IngestProcessor:
         return marks.get(partition, -1)
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Validate a batch, buffer it for the event log, and write it to Redis."""
+        outcome, writes = await self.prepare(messages)
+        return await self.apply(outcome, writes)
+
+    async def prepare(
+        self, messages: Sequence[Message]
+    ) -> tuple[BatchOutcome, dict[str, RedisWrites]]:
+        """Everything but Redis: the outcome so far (rejections), and each app's Redis writes."""
         outcome = BatchOutcome()
         await self.known_apps()
         checked: set[str] = set()
@@ -193,6 +201,13 @@ class IngestProcessor:
                 self._one_by_one(app, message, by_app[app], outcome)
         for app, group in batched.items():
             self._columnar(app, group, by_app[app], outcome)
+        if self._buffered_since is None and messages:
+            self._buffered_since = time.monotonic()
+        return outcome, by_app
+
+    async def apply(self, outcome: BatchOutcome, by_app: dict[str, RedisWrites]) -> BatchOutcome:
+        """Write a prepared batch to Redis (one batch at a time: item properties are read,
+        merged and written back)."""
         for app, writes in by_app.items():
             new, changed = await writes.apply(self.store, app, self.settings.history_cap)
             outcome.accepted += writes.events
@@ -201,26 +216,41 @@ class IngestProcessor:
             if changed:
                 outcome.changed_items[app] = changed
         await self.store.count_ingested(outcome.accepted, len(outcome.rejected))
-        if self._buffered_since is None and messages:
-            self._buffered_since = time.monotonic()
         return outcome
 
     def _columnar(
         self, app: str, group: list[Message], writes: RedisWrites, outcome: BatchOutcome
     ) -> None:
-        """Batched messages of one app: all at once through Arrow; if that fails, each message
-        through Arrow; a message Arrow cannot take, event by event."""
+        """Batched messages of one app: all at once through Arrow; if Arrow cannot read them
+        all, each message through Arrow; a message it cannot read, event by event. Lines the fast
+        path leaves (with properties, say) go event by event too."""
         limit = self.settings.max_event_bytes
-        rows = plain_events([_batched(m) for m in group], limit)
-        if rows is not None:
-            self._take_rows(app, rows, writes)
+        plain = plain_events([_batched(m) for m in group], limit)
+        if plain is not None:
+            self._take_plain(app, group, plain, writes, outcome)
             return
         for message in group:
-            rows = plain_events([_batched(message)], limit) if len(group) > 1 else None
-            if rows is None:
+            plain = plain_events([_batched(message)], limit) if len(group) > 1 else None
+            if plain is None:
                 self._one_by_one(app, message, writes, outcome)
             else:
-                self._take_rows(app, rows, writes)
+                self._take_plain(app, [message], plain, writes, outcome)
+
+    def _take_plain(
+        self,
+        app: str,
+        messages: list[Message],
+        plain: Plain,
+        writes: RedisWrites,
+        outcome: BatchOutcome,
+    ) -> None:
+        if plain.rows.num_rows:
+            self._take_rows(app, plain.rows, writes)
+        lines: dict[int, list[bytes]] = {}
+        for k, index in plain.others:
+            if k not in lines:
+                lines[k] = messages[k].value.split(b"\n")
+            self._one_event(app, messages[k], index, lines[k][index], writes, outcome)
 
     def _take_rows(self, app: str, rows: pa.Table, writes: RedisWrites) -> None:
         """Redis gets every row; the event log the rows past its watermark, per partition."""
@@ -238,28 +268,39 @@ class IngestProcessor:
     def _one_by_one(
         self, app: str, message: Message, writes: RedisWrites, outcome: BatchOutcome
     ) -> None:
-        to_log = message.offset > self._watermark(app, message.partition)
         for index, raw in enumerate(split(message)):
-            try:
-                event = decode(
-                    raw, max_bytes=self.settings.max_event_bytes, default_time=message.timestamp
-                )
-            except InvalidEvent as exc:
-                outcome.rejected.append(
-                    Rejected(raw, app, str(exc), message.partition, message.offset, index)
-                )
-                continue
-            if event.event_id is None:
-                event.event_id = f"p{message.partition}o{message.offset}i{index}"
-            if event.creation_time is None:
-                event.creation_time = message.timestamp
-            writes.add_event(event)
-            if to_log:
-                props = orjson.dumps(event.properties).decode() if event.properties else None
-                self._pending[(app, message.partition)].append(
-                    LoggedEvent(event, props, message.partition, message.offset, index)
-                )
-                self.buffered_events += 1
+            self._one_event(app, message, index, raw, writes, outcome)
+
+    def _one_event(
+        self,
+        app: str,
+        message: Message,
+        index: int,
+        raw: bytes,
+        writes: RedisWrites,
+        outcome: BatchOutcome,
+    ) -> None:
+        """The per-event path: validate, then Redis and (past the watermark) the event log."""
+        try:
+            event = decode(
+                raw, max_bytes=self.settings.max_event_bytes, default_time=message.timestamp
+            )
+        except InvalidEvent as exc:
+            outcome.rejected.append(
+                Rejected(raw, app, str(exc), message.partition, message.offset, index)
+            )
+            return
+        if event.event_id is None:
+            event.event_id = f"p{message.partition}o{message.offset}i{index}"
+        if event.creation_time is None:
+            event.creation_time = message.timestamp
+        writes.add_event(event)
+        if message.offset > self._watermark(app, message.partition):
+            props = orjson.dumps(event.properties).decode() if event.properties else None
+            self._pending[(app, message.partition)].append(
+                LoggedEvent(event, props, message.partition, message.offset, index)
+            )
+            self.buffered_events += 1
 
     def flush_due(self) -> bool:
         if self._buffered_since is None:

@@ -14,37 +14,51 @@ from strategies import bad_events, names, usage_event, valid_events
 
 from crossrec.adapters.eventlog import LoggedEvent, to_table
 from crossrec.core.events import InvalidEvent, decode
-from crossrec.ingest.columnar import Batched, plain_events
+from crossrec.ingest.columnar import Batched, Plain, plain_events
 
 MAX_BYTES = 64 * 1024
 TIMESTAMP = 1_700_000_000_123  # the message's time: the default eventTime and creationTime
 
 
-def per_event_rows(messages: list[Batched]) -> pa.Table | None:
-    """What the per-event path logs for these messages, or None when it rejects a line."""
-    logged = []
-    for m in messages:
+def per_event(
+    messages: list[Batched], lines: set[tuple[int, int]] | None = None
+) -> tuple[list[LoggedEvent], list[tuple[int, int]]]:
+    """What the per-event path makes of these messages (of only these lines, if given): the
+    logged events, and the (message, line) it rejects."""
+    logged, rejected = [], []
+    for k, m in enumerate(messages):
         for index, raw in enumerate(line for line in m.value.split(b"\n") if line.strip()):
+            if lines is not None and (k, index) not in lines:
+                continue
             try:
                 event = decode(raw, max_bytes=MAX_BYTES, default_time=m.timestamp_ms)
             except InvalidEvent:
-                return None
+                rejected.append((k, index))
+                continue
             if event.event_id is None:
                 event.event_id = f"p{m.partition}o{m.offset}i{index}"
             if event.creation_time is None:
                 event.creation_time = m.timestamp_ms
             props = orjson.dumps(event.properties).decode() if event.properties else None
             logged.append(LoggedEvent(event, props, m.partition, m.offset, index))
-    return to_table(logged)
+    return logged, rejected
 
 
-def agree(messages: list[Batched]) -> pa.Table | None:
-    fast = plain_events(messages, MAX_BYTES)
-    if fast is not None:
-        slow = per_event_rows(messages)
-        assert slow is not None, "the fast path accepted a message the per-event path rejects"
-        assert fast.to_pylist() == slow.to_pylist()
-    return fast
+def _ordered(rows: pa.Table) -> list[dict]:
+    return sorted(rows.to_pylist(), key=lambda r: (r["offset"], r["partition"], r["index"]))
+
+
+def agree(messages: list[Batched]) -> Plain | None:
+    """The fast path plus the per-event path for the lines it leaves equals the per-event path
+    for every line: the same rows logged, the same lines rejected."""
+    plain = plain_events(messages, MAX_BYTES)
+    if plain is not None:
+        logged, rejected = per_event(messages)
+        left_logged, left_rejected = per_event(messages, set(plain.others))
+        assert left_rejected == rejected, "the fast path took a line the per-event path rejects"
+        combined = pa.concat_tables([plain.rows, to_table(left_logged)])
+        assert _ordered(combined) == _ordered(to_table(logged))
+    return plain
 
 
 strict_times = st.datetimes(
@@ -80,9 +94,9 @@ def test_plain_events_take_the_fast_path_with_the_same_rows(batches: list[list[d
         message([orjson.dumps(e) for e in events], partition=k % 2, offset=10 + k)
         for k, events in enumerate(batches)
     ]
-    rows = agree(messages)
-    assert rows is not None
-    assert rows.num_rows == sum(len(b) for b in batches)
+    plain = agree(messages)
+    assert plain is not None and plain.others == []
+    assert plain.rows.num_rows == sum(len(b) for b in batches)
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
@@ -135,14 +149,26 @@ def test_tricky_lines_are_declined_or_logged_exactly_as_per_event() -> None:
 
 def test_an_offset_time_and_defaults() -> None:
     line = b'{"event":"v","entityType":"user","entityId":"u","eventTime":"2011-07-21T17:55:00.5+01:00"}'
-    rows = agree([message([line, b'{"event":"w","entityType":"user","entityId":"u"}'])])
-    assert rows is not None
+    plain = agree([message([line, b'{"event":"w","entityType":"user","entityId":"u"}'])])
+    assert plain is not None
+    rows = plain.rows
     times = rows["event_time"].cast(pa.int64()).to_pylist()
     assert times == [1_311_267_300_500, TIMESTAMP]
     assert rows["event_id"].to_pylist() == ["p3o17i0", "p3o17i1"]
 
 
-def test_one_bad_line_declines_the_whole_call() -> None:
+def test_a_line_arrow_cannot_read_declines_the_whole_call() -> None:
     plain = b'{"event":"v","entityType":"user","entityId":"u"}'
     assert plain_events([message([plain]), message([plain, b"{"])], MAX_BYTES) is None
     assert plain_events([message([plain]), message([plain])], MAX_BYTES) is not None
+
+
+def test_lines_with_properties_or_special_names_are_left_to_the_per_event_path() -> None:
+    plain = b'{"event":"v","entityType":"user","entityId":"u"}'
+    item = b'{"event":"$set","entityType":"item","entityId":"i","properties":{"a":1}}'
+    delete = b'{"event":"$delete","entityType":"item","entityId":"i"}'
+    late = b'{"event":"v","entityType":"user","entityId":"u","eventTime":"2011-07-21T17:55:00"}'
+    result = agree([message([plain, item, plain]), message([delete, plain, late], offset=18)])
+    assert result is not None
+    assert result.others == [(0, 1), (1, 0), (1, 2)]
+    assert result.rows.num_rows == 3
