@@ -33,7 +33,13 @@ class BackgroundStack:
         self, home: Path, env: dict[str, str] | None = None, log: Path | None = None
     ) -> None:
         self.home = home
-        self.env = {**os.environ, "CROSSREC_HOME": str(home), **(env or {})}
+        # a stack started for a test run, a benchmark or the demo ends with it, even if it crashes
+        self.env = {
+            **os.environ,
+            "CROSSREC_HOME": str(home),
+            "CROSSREC_STOP_WITH_PID": str(os.getpid()),
+            **(env or {}),
+        }
         self.log = log
         self.process: subprocess.Popen | None = None
 

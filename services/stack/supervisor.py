@@ -128,8 +128,12 @@ def run(services: tuple[str, ...] | None = None, echo=print, shards: int = 0) ->
             f"services {', '.join(services)} starting; `crossrec status` tells when ready. Ctrl-C stops."
         )
         restarts: dict[str, float] = {}
+        owner = int(os.environ.get("CROSSREC_STOP_WITH_PID") or 0)
         while not stopping:
             time.sleep(0.3)
+            if owner and not _alive(owner):
+                echo(f"process {owner}, which this stack serves, is gone")
+                break
             for name, child in list(children.items()):
                 if child.poll() is not None and not stopping:
                     echo(
@@ -154,6 +158,16 @@ def run(services: tuple[str, ...] | None = None, echo=print, shards: int = 0) ->
         config.stack_file().unlink(missing_ok=True)
         echo("stopped")
     return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and someone else's
+        return True
+    return True
 
 
 async def _prepare_broker(settings: config.Settings) -> None:
