@@ -3,8 +3,9 @@
     .venv/bin/python -m loadtest.bench_rpc [--rate 1000] [--seconds 30] [--warmup 5]
                                            [--query-processes 2]
 
-It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME, with --query-processes
-query-service processes in one consumer group), streams the Complete Journey purchases (household
+It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME: ingest and --query-processes
+query-service processes in one consumer group; no trainer service, whose debounced retrain on the
+new items would land in the measured windows, and no gateway), streams the Complete Journey purchases (household
 -> product `purchase`, household -> category `category-purchase`) through ingest, trains with
 `crossrec train`, then compares at one open-loop rate:
 
@@ -257,7 +258,13 @@ def main() -> None:
     if args.echo_server:
         uvloop.run(serve_echo())
         return
-    env = {"CROSSREC_QUERY_PROCESSES": str(args.query_processes)}
+    # No trainer service: the streamed purchases' new items would trigger a debounced retrain and
+    # a hot swap in the middle of the measured windows (`crossrec train` trains by itself). No
+    # gateway: its idle reply consumer polls the broker.
+    env = {
+        "CROSSREC_QUERY_PROCESSES": str(args.query_processes),
+        "CROSSREC_SERVICES": "ingest,query-service",
+    }
     with private_stack(env) as settings:
         result = uvloop.run(
             bench(settings, args.rate, args.seconds, args.warmup, args.query_processes)
