@@ -1,10 +1,10 @@
-"""The fast path for batched messages of plain events: one Arrow JSON parse per message.
+"""The fast path for batched messages of plain events: one Arrow JSON parse per app and batch.
 
 Most of ingest's traffic is newline-delimited batches of ordinary user → item events (no
 properties, no `$set`). Validating them one `dict` at a time cost ~5 µs an event, and turning them
-back into columns for the event log another ~3 µs. Here a whole message is parsed by Arrow's JSON
-reader against an explicit schema and checked with vectorised compute functions; the result is the
-message's rows in the event log's schema.
+back into columns for the event log another ~3 µs. Here the messages are parsed by Arrow's JSON
+reader against an explicit schema and checked with vectorised compute functions; the result is
+their rows in the event log's schema.
 
 The fast path only accepts; it never rejects. A line it does not handle exactly as
 `crossrec.core.events.validate` would (one with properties, special or reserved names, a time not

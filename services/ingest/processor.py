@@ -342,13 +342,6 @@ class IngestProcessor:
             marks = self._watermarks.setdefault(segment.app, {})
             marks[segment.partition] = max(marks.get(segment.partition, -1), segment.last)
 
-    def flush(self) -> int:
-        """Write what is buffered, now; return events written."""
-        segments = self.take_flush()
-        written = self.write(segments)
-        self.written(segments)
-        return written
-
 
 @dataclass(slots=True)
 class SegmentWrite:

@@ -6,6 +6,8 @@ the per-event path accepts, and the rows must be exactly the event-log rows that
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -62,8 +64,8 @@ def agree(messages: list[Batched]) -> Plain | None:
 
 
 strict_times = st.datetimes(
-    min_value=__import__("datetime").datetime(1, 1, 1),
-    max_value=__import__("datetime").datetime(9999, 12, 30),
+    min_value=datetime(1, 1, 1),
+    max_value=datetime(9999, 12, 30),
 ).map(lambda d: d.isoformat(timespec="milliseconds") + "Z")
 
 
