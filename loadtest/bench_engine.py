@@ -309,6 +309,18 @@ def summary(ms: np.ndarray) -> dict:
     }
 
 
+def host_speed() -> dict[str, float]:
+    """Two fixed workloads, best of 5, so that runs on different machines can be compared: the
+    session machines differ by up to 2x on the same code."""
+    import timeit
+
+    values = np.random.default_rng(0).random(10_000_000)
+    numbers = list(range(1_000_000))
+    numpy_ms = min(timeit.repeat(values.sum, number=1, repeat=5)) * 1000
+    python_ms = min(timeit.repeat(lambda: sum(n * 2 for n in numbers), number=1, repeat=5)) * 1000
+    return {"numpy_sum_10M_ms": round(numpy_ms, 2), "python_loop_1M_ms": round(python_ms, 1)}
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -335,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": {"cpus": os.cpu_count()}, "runs": rows}
+    report = {"machine": {"cpus": os.cpu_count(), **host_speed()}, "runs": rows}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"{'model':10} {'docs':>7} {'kind':20} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'n':>5}"

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import random
 import subprocess
 import sys
@@ -82,11 +84,40 @@ async def load_data(settings: config.Settings) -> list[str]:
     return households
 
 
+class CpuMeter:
+    """Cores used by each role's processes between two readings (/proc/PID/stat)."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self.roles = roles
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> tuple[float, dict[str, float]]:
+        used = {}
+        for role, pids in self.roles.items():
+            used[role] = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    used[role] += (int(fields[11]) + int(fields[12])) / self.tick
+        return time.monotonic(), used
+
+    @staticmethod
+    def cores(before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]]):
+        wall = after[0] - before[0]
+        return {role: round((after[1][role] - before[1][role]) / wall, 2) for role in after[1]}
+
+
 async def run_phase(
-    name: str, call: Callable[[int], Awaitable[object]], rate: int, seconds: float, warmup: float
+    name: str,
+    call: Callable[[int], Awaitable[object]],
+    rate: int,
+    seconds: float,
+    warmup: float,
+    meter: CpuMeter,
 ) -> dict:
     """Open loop: request n starts at n / rate, whatever the earlier ones are doing. The
-    measured latencies (ms, after the warm-up) are under "latencies"."""
+    measured latencies (ms, after the warm-up) are under "latencies"; "cores" is the CPU each
+    role used during the measured part."""
     latencies: list[tuple[float, float]] = []  # (start offset, seconds)
     errors: dict[str, int] = {}
     tasks = []
@@ -103,12 +134,16 @@ async def run_phase(
 
     started = time.perf_counter()
     total = int(rate * (warmup + seconds))
+    cpu_from = None
     for n in range(total):
         delay = started + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if cpu_from is None and n >= rate * warmup:
+            cpu_from = meter.read()
         tasks.append(asyncio.create_task(one(n, started)))
     sent = time.perf_counter() - started  # how fast the generator kept up with the rate
+    cores = CpuMeter.cores(cpu_from or meter.read(), meter.read())
     await asyncio.gather(*tasks)
     values = sorted(lat * 1000 for t, lat in latencies if t >= warmup)
     return {
@@ -118,6 +153,7 @@ async def run_phase(
         "achieved_rate": round(total / sent),
         "p50_ms": _pct(values, 0.5),
         "p99_ms": _pct(values, 0.99),
+        "cores": cores,
         "latencies": values,
     }
 
@@ -150,6 +186,16 @@ async def bench(
         subprocess.Popen([sys.executable, "-m", "loadtest.bench_rpc", "--echo-server"])
         for _ in range(processes)
     ]
+    info = orjson.loads(config.stack_file().read_bytes())
+    meter = CpuMeter(
+        {
+            "broker": [info["broker"]["pid"]],
+            "query_services": [p for n, p in info["services"].items() if n.startswith("query")],
+            "echo_servers": [server.pid for server in echo_servers],
+            "load_generator": [os.getpid()],
+            "other_services": [p for n, p in info["services"].items() if not n.startswith("query")],
+        }
+    )
     rnd = random.Random(1)
     windows = []
     try:
@@ -172,9 +218,11 @@ async def bench(
 
             rounds = max(1, int(seconds // WINDOW))
             for _ in range(rounds):
-                windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup))
-                windows.append(await run_phase("recommend", ask_recommend, rate, WINDOW, warmup))
-            windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup))
+                windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
+                windows.append(
+                    await run_phase("recommend", ask_recommend, rate, WINDOW, warmup, meter)
+                )
+            windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
     finally:
         for server in echo_servers:
             server.terminate()
@@ -192,8 +240,18 @@ def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> 
         for w in mine:
             for name, count in w["errors"].items():
                 errors[name] = errors.get(name, 0) + count
+        cores = {
+            role: round(sum(w["cores"][role] for w in mine) / len(mine), 2)
+            for role in mine[0]["cores"]
+        }
         kinds[kind] = {
             "requests": len(values),
+            "cores": cores,
+            # CPU per answered request, in ms, of the processes serving this kind
+            "server_cpu_ms_per_answer": _per_answer(
+                mine, "echo_servers" if kind == "echo" else "query_services"
+            ),
+            "broker_cpu_ms_per_request": round(1000 * cores["broker"] / rate, 3),
             "errors": errors,
             "achieved_rate_min": min(w["achieved_rate"] for w in mine),
             "p50_ms": _pct(values, 0.5),
@@ -221,6 +279,12 @@ def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> 
         "ratio_p99": _ratio(rec["p99_ms"], echo["p99_ms"]),
         "windows": compared,
     }
+
+
+def _per_answer(windows: list[dict], role: str) -> float | None:
+    answered = sum(len(w["latencies"]) for w in windows)  # measured part only
+    busy = sum(w["cores"][role] * WINDOW for w in windows)
+    return round(1000 * busy / answered, 3) if answered else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

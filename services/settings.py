@@ -39,6 +39,10 @@ class Settings:
     model_grace_seconds: float = 300.0  # the previous model version is kept this long
     query_processes: int = 1  # query-service processes `crossrec up` runs (one consumer group)
     shards: int = 0  # K clusters per model when engine.json's shards names none; 0 = unsharded
+    # request/reply over Kafka (crossrec.rpc): see the README's "RPC on the broker"
+    rpc_linger_ms: int = 5  # requests wait this long to share a produce batch (and partition)
+    rpc_fetch_wait_ms: int = 25  # fetch_max_wait_ms of request and reply consumers
+    rpc_reply_topic_seconds: float = 30.0  # a client moves to a fresh reply topic this often
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -71,6 +75,9 @@ _ENV = {
     "model_grace_seconds": "CROSSREC_MODEL_GRACE_SECONDS",
     "query_processes": "CROSSREC_QUERY_PROCESSES",
     "shards": "CROSSREC_SHARDS",
+    "rpc_linger_ms": "CROSSREC_RPC_LINGER_MS",
+    "rpc_fetch_wait_ms": "CROSSREC_RPC_FETCH_WAIT_MS",
+    "rpc_reply_topic_seconds": "CROSSREC_RPC_REPLY_TOPIC_SECONDS",
 }
 
 

@@ -1,5 +1,7 @@
 """The calling side of gRPC-over-Kafka. Each client instance owns a reply topic of its own, so many
-client processes run at once and each hears only its replies.
+client processes run at once and each hears only its replies. The reply topic is replaced by a
+fresh one every `rpc_reply_topic_seconds` while in use (the old one is read until its requests'
+deadlines pass, then deleted), so that no reply partition grows for the client's whole life.
 
     async with RpcClient(settings) as client:
         body = await client.call(RECOMMEND, request_bytes, timeout=1.0)
@@ -21,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
+from crossrec.adapters.kafka import CONSUMER_SETTINGS, StickyPartitioner, make_producer
 from crossrec.rpc.protocol import JSON, PROTOBUF, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
 
@@ -33,46 +35,53 @@ class RpcClient:
     def __init__(self, settings: Settings, request_topic: str | None = None) -> None:
         self.settings = settings
         self.request_topic = request_topic or settings.topic("rpc-requests")
-        self.reply_topic = settings.topic(f"rpc-replies.{uuid.uuid4().hex[:16]}")
-        self.producer = make_producer(settings, linger_ms=0)
+        self.reply_topic = self._reply_topic_name()
+        # keyless requests, batched per linger window on one partition (fewer, fuller batches)
+        self.producer = make_producer(
+            settings,
+            linger_ms=settings.rpc_linger_ms,
+            partitioner=StickyPartitioner(settings.rpc_linger_ms),
+        )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,
-            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": 5},
+            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": settings.rpc_fetch_wait_ms},
         )
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
-        self._listener: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        # Reply topics rotate (rpc_reply_topic_seconds) so none grows without end: Tansu's fetch
+        # lists every batch its partition ever got. The current topic's latest request deadline;
+        # earlier topics still read, each with its latest deadline; the next topic, once created.
+        self._last_deadline = 0
+        self._earlier: dict[str, int] = {}
+        self._next_topic: str | None = None
+
+    def _reply_topic_name(self) -> str:
+        return self.settings.topic(f"rpc-replies.{uuid.uuid4().hex[:16]}")
 
     async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [NewTopic(self.reply_topic, num_partitions=1, replication_factor=1)]
-            )
-        finally:
-            await admin.close()
+        await self.admin.start()
+        await self._create(self.reply_topic)
         await self.producer.start()
         await self.consumer.start()
-        partition = TopicPartition(self.reply_topic, 0)
-        self.consumer.assign([partition])
-        await self.consumer.seek_to_beginning(partition)  # a new topic: the beginning is exact
-        self._listener = asyncio.create_task(self._listen())
+        await self._assign()
+        self._tasks.append(asyncio.create_task(self._listen()))
+        if self.settings.rpc_reply_topic_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._rotate()))
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await task
         await self.consumer.stop()
         await self.producer.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            with contextlib.suppress(Exception):  # best effort: brokers may refuse deletes
-                await admin.delete_topics([self.reply_topic])
-        finally:
-            await admin.close()
+        topics = [self.reply_topic, *self._earlier, *filter(None, [self._next_topic])]
+        with contextlib.suppress(Exception):  # best effort: brokers may refuse deletes
+            await self.admin.delete_topics(topics)
+        await self.admin.close()
 
     async def __aenter__(self) -> RpcClient:
         await self.start()
@@ -80,6 +89,57 @@ class RpcClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _create(self, topic: str) -> None:
+        await self.admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+
+    async def _assign(self) -> None:
+        """Read the current and earlier reply topics, each from where it was (a new one from its
+        beginning, which on a new topic is exact)."""
+        wanted = [TopicPartition(t, 0) for t in (self.reply_topic, *self._earlier)]
+        kept = {tp: await self.consumer.position(tp) for tp in self.consumer.assignment()}
+        self.consumer.assign(wanted)
+        for tp in wanted:
+            if tp in kept:
+                self.consumer.seek(tp, kept[tp])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+
+    async def _rotate(self) -> None:
+        """Every rpc_reply_topic_seconds, if the current reply topic was used, create the next
+        one; the listener moves to it between two reads."""
+        while True:
+            await asyncio.sleep(self.settings.rpc_reply_topic_seconds)
+            if self._last_deadline and self._next_topic is None:
+                topic = self._reply_topic_name()
+                try:
+                    await self._create(topic)
+                except Exception:
+                    log.exception(
+                        "could not create reply topic %s; keeping %s", topic, self.reply_topic
+                    )
+                    continue
+                self._next_topic = topic
+
+    async def _follow_rotation(self) -> None:
+        """Move new requests to the next reply topic; stop reading (and delete) earlier ones once
+        every request told to reply there is past its deadline."""
+        changed = False
+        if self._next_topic is not None:
+            self._earlier[self.reply_topic] = self._last_deadline
+            self.reply_topic, self._next_topic, self._last_deadline = self._next_topic, None, 0
+            changed = True
+        done = [t for t, deadline in self._earlier.items() if now_ms() > deadline + 1000]
+        for topic in done:
+            del self._earlier[topic]
+        if changed or done:
+            await self._assign()
+        if done:
+            self._tasks.append(asyncio.create_task(self._delete(done)))
+
+    async def _delete(self, topics: list[str]) -> None:
+        with contextlib.suppress(Exception):  # best effort, as in stop()
+            await self.admin.delete_topics(topics)
 
     async def _listen(self) -> None:
         while True:
@@ -98,12 +158,15 @@ class RpcClient:
                     future = self._waiting.pop(reply.correlation_id, None)
                     if future is not None and not future.done():
                         future.set_result(reply)
+            if self._next_topic is not None or self._earlier:
+                await self._follow_rotation()
 
     async def _send(
         self, topic: str, method: str, body: bytes, deadline_ms: int, content_type: str
     ) -> tuple[str, asyncio.Future[Reply]]:
         """Produce one request; its correlation id and the future its reply will complete."""
         correlation_id = uuid.uuid4().hex
+        self._last_deadline = max(self._last_deadline, deadline_ms)
         request = Request(
             method=method,
             correlation_id=correlation_id,
@@ -116,9 +179,7 @@ class RpcClient:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
         try:
-            await self.producer.send(
-                topic, body, key=correlation_id.encode(), headers=request.headers()
-            )
+            await self.producer.send(topic, body, headers=request.headers())
         except BaseException:
             self._waiting.pop(correlation_id, None)
             raise

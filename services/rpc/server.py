@@ -61,7 +61,7 @@ class RpcServer:
             enable_auto_commit=True,
             auto_commit_interval_ms=1000,
             max_poll_records=500,
-            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": 5},
+            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": settings.rpc_fetch_wait_ms},
         )
         self.producer = make_producer(settings, linger_ms=0)
         self.slots = asyncio.Semaphore(max_concurrency)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from crossrec import settings as config
 from crossrec.adapters.kafka import TopicSpec, create_topics
@@ -124,3 +126,45 @@ async def test_many_clients_each_hear_only_their_replies(stack: config.Settings)
             assert len({c.reply_topic for c in clients}) == 4
         finally:
             await asyncio.gather(*(c.stop() for c in clients))
+
+
+async def test_reply_topics_rotate_without_losing_replies(stack: config.Settings) -> None:
+    """A client moves to a fresh reply topic while requests are in flight: every call is answered
+    (slow ones on the topic they were told), and earlier topics are deleted once their requests'
+    deadlines have passed."""
+    rotating = dataclasses.replace(stack, rpc_reply_topic_seconds=0.5)
+    async with (
+        echo_server(stack) as (_, topic),
+        RpcClient(rotating, request_topic=topic) as client,
+    ):
+        first = client.reply_topic
+        used = {first}
+
+        async def ask(n: int) -> bytes:
+            used.add(client.reply_topic)
+            if n % 10 == 0:  # answered after a rotation, on the topic it was sent with
+                return await client.call(SLOW, b"0.8", timeout=10)
+            return await client.call(ECHO, f"{n}".encode(), timeout=10)
+
+        answers = []
+        for round_ in range(6):
+            answers += await asyncio.gather(*(ask(round_ * 20 + n) for n in range(20)))
+            await asyncio.sleep(0.3)
+        expected = [b"0.8" if n % 10 == 0 else f"{n}".encode() for n in range(120)]
+        assert answers == expected
+        assert len(used) >= 3  # it did rotate, more than once
+
+        async def existing() -> set[str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+            await admin.start()
+            try:
+                return set(await admin.list_topics())
+            finally:
+                await admin.close()
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while first in await existing():  # its last request's deadline was ~10 s after sending
+            assert asyncio.get_running_loop().time() < deadline, "old reply topic never deleted"
+            await asyncio.sleep(0.5)
+        assert client.reply_topic in await existing()
+        assert await client.call(ECHO, b"after", timeout=10) == b"after"
