@@ -1,7 +1,7 @@
 """Recommend over the broker against a bare echo request/reply on the same broker and settings.
 
-    .venv/bin/python -m loadtest.bench_rpc [--rate 1000] [--seconds 30] [--warmup 5]
-                                           [--query-processes 2]
+    .venv/bin/python -m loadtest.bench_rpc [--rate 1000 | --rates 50,100,150] [--seconds 30]
+                                           [--warmup 5] [--query-processes 2]
 
 It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME: ingest and --query-processes
 query-service processes in one consumer group; no trainer service, whose debounced retrain on the
@@ -21,7 +21,10 @@ measured: it lets the previous window's queue drain). Every recommend window sit
 windows and both kinds send the same number of requests, so they see the same broker on average;
 each recommend window is also compared with the mean of its two neighbours. `--seconds` is the
 measured time of each kind. p50/p99 per kind pool all its measured requests; ratios are
-recommend / echo. Results go to loadtest/results/rpc.json (rpc-RATE.json for another rate).
+recommend / echo. Each window also records the cores every role used (broker, query services,
+echo servers, load generator, other services). Results go to loadtest/results/rpc.json
+(rpc-RATE.json for another rate; rpc-sweep.json for --rates, each rate's windows in turn on the
+one stack, so later rates see a broker with fuller partitions).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ APP = "journey"
 ECHO_TOPIC = "bench-echo"
 ECHO = "/bench.Echo/Echo"
 WINDOW = 10.0
+SHOWN = ("rate", "ratio_p50", "ratio_p99")
 
 
 async def load_data(settings: config.Settings) -> list[str]:
@@ -165,8 +169,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 async def bench(
-    settings: config.Settings, rate: int, seconds: float, warmup: float, processes: int
-) -> dict:
+    settings: config.Settings, rates: list[int], seconds: float, warmup: float, processes: int
+) -> list[dict]:
+    """One summary per rate, all on this stack, in the order given."""
     households = await load_data(settings)
     subprocess.run(
         [
@@ -197,7 +202,7 @@ async def bench(
         }
     )
     rnd = random.Random(1)
-    windows = []
+    results = []
     try:
         async with (
             RpcClient(settings, request_topic=settings.topic(ECHO_TOPIC)) as echo,
@@ -217,18 +222,22 @@ async def bench(
                 return await rec.recommend(APP, {"user": rnd.choice(households), "num": 20})
 
             rounds = max(1, int(seconds // WINDOW))
-            for _ in range(rounds):
+            for rate in rates:
+                windows = []
+                for _ in range(rounds):
+                    windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
+                    windows.append(
+                        await run_phase("recommend", ask_recommend, rate, WINDOW, warmup, meter)
+                    )
                 windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
-                windows.append(
-                    await run_phase("recommend", ask_recommend, rate, WINDOW, warmup, meter)
-                )
-            windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
+                results.append(summarize(windows, rate, warmup, processes))
+                print(orjson.dumps({k: results[-1][k] for k in SHOWN}).decode(), flush=True)
     finally:
         for server in echo_servers:
             server.terminate()
         for server in echo_servers:
             server.wait(10)
-    return summarize(windows, rate, warmup, processes)
+    return results
 
 
 def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> dict:
@@ -313,6 +322,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument(
+        "--rates", help="comma-separated rates, one after the other on one stack: rpc-sweep.json"
+    )
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds per kind")
     parser.add_argument("--warmup", type=float, default=5, help="seconds before each window")
     parser.add_argument("--query-processes", type=int, default=2)
@@ -329,11 +341,13 @@ def main() -> None:
         "CROSSREC_QUERY_PROCESSES": str(args.query_processes),
         "CROSSREC_SERVICES": "ingest,query-service",
     }
+    rates = [int(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     with private_stack(env) as settings:
-        result = uvloop.run(
-            bench(settings, args.rate, args.seconds, args.warmup, args.query_processes)
-        )
-    write_results("rpc" if args.rate == 1000 else f"rpc-{args.rate}", result)
+        result = uvloop.run(bench(settings, rates, args.seconds, args.warmup, args.query_processes))
+    if args.rates:
+        write_results("rpc-sweep", result)
+    else:
+        write_results("rpc" if args.rate == 1000 else f"rpc-{args.rate}", result[0])
 
 
 if __name__ == "__main__":
