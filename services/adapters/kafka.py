@@ -90,13 +90,14 @@ class StickyPartitioner:
     per partition. Keyed records hash as usual. On Tansu every batch is an object that each later
     fetch of its partition lists, so fewer batches keep fetches cheap."""
 
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = max(window_ms, 1) / 1000
+        self.clock = clock
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is not None:
             return DefaultPartitioner()(key, all_partitions, available)
-        turn = int(time.monotonic() / self.window_s)
+        turn = int(self.clock() / self.window_s)
         return all_partitions[turn % len(all_partitions)]
 
 

@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -49,7 +49,7 @@ class RpcClient:
         )
         self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         # Reply topics rotate (rpc_reply_topic_seconds) so none grows without end: Tansu's fetch
         # lists every batch its partition ever got. The current topic's latest request deadline;
         # earlier topics still read, each with its latest deadline; the next topic, once created.
@@ -66,14 +66,13 @@ class RpcClient:
         await self.producer.start()
         await self.consumer.start()
         await self._assign()
-        self._tasks.append(asyncio.create_task(self._listen()))
+        self._spawn(self._listen())
         if self.settings.rpc_reply_topic_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._rotate()))
+            self._spawn(self._rotate())
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.consumer.stop()
@@ -89,6 +88,11 @@ class RpcClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _create(self, topic: str) -> None:
         await self.admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -123,19 +127,19 @@ class RpcClient:
 
     async def _follow_rotation(self) -> None:
         """Move new requests to the next reply topic; stop reading (and delete) earlier ones once
-        every request told to reply there is past its deadline."""
-        changed = False
+        every request told to reply there is well past its deadline (servers reply only before
+        it; the margin covers clocks that differ between machines)."""
         if self._next_topic is not None:
             self._earlier[self.reply_topic] = self._last_deadline
             self.reply_topic, self._next_topic, self._last_deadline = self._next_topic, None, 0
-            changed = True
-        done = [t for t, deadline in self._earlier.items() if now_ms() > deadline + 1000]
+        done = [t for t, deadline in self._earlier.items() if now_ms() > deadline + 5000]
         for topic in done:
             del self._earlier[topic]
-        if changed or done:
-            await self._assign()
         if done:
-            self._tasks.append(asyncio.create_task(self._delete(done)))
+            self._spawn(self._delete(done))
+        wanted = {TopicPartition(t, 0) for t in (self.reply_topic, *self._earlier)}
+        if wanted != self.consumer.assignment():  # also retries an _assign that failed
+            await self._assign()
 
     async def _delete(self, topics: list[str]) -> None:
         with contextlib.suppress(Exception):  # best effort, as in stop()
@@ -159,7 +163,10 @@ class RpcClient:
                     if future is not None and not future.done():
                         future.set_result(reply)
             if self._next_topic is not None or self._earlier:
-                await self._follow_rotation()
+                try:
+                    await self._follow_rotation()
+                except Exception:  # tried again after the next read
+                    log.exception("moving between reply topics failed; retrying")
 
     async def _send(
         self, topic: str, method: str, body: bytes, deadline_ms: int, content_type: str
