@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
@@ -46,6 +47,7 @@ class RpcServer:
         topic: str | None = None,
         max_concurrency: int = 256,
         batch_handlers: dict[str, BatchHandler] | None = None,
+        forget_reply_topics_after: float = 120.0,
     ) -> None:
         self.settings = settings
         self.handlers = handlers
@@ -68,6 +70,10 @@ class RpcServer:
         self.counts = {"answered": 0, "expired": 0, "malformed": 0}
         self._tasks: set[asyncio.Task] = set()
         self.assigned = asyncio.Event()
+        # reply topic -> when a reply last went there (monotonic s): see _forget_reply_topics
+        self.reply_topics: dict[str, float] = {}
+        self._forget_after = forget_reply_topics_after
+        self._forgotten_at = time.monotonic()
 
     async def start(self) -> None:
         await self.producer.start()
@@ -100,6 +106,28 @@ class RpcServer:
             for method, requests in batched.items():
                 await self.slots.acquire()  # a batch is at most max_poll_records requests
                 self._spawn(self._answer_batch(self.batch_handlers[method], requests))
+            if time.monotonic() - self._forgotten_at > self._forget_after / 2:
+                self._forget_reply_topics()
+
+    def _forget_reply_topics(self) -> None:
+        """Stop tracking the metadata of reply topics nobody has been answered on for a while.
+        The producer adds every topic it sends to, and refreshes them all whenever a new one comes
+        (each client's, and each client's next one as clients rotate them): unpruned, every new
+        reply topic would cost a metadata request for every reply topic ever answered on."""
+        now = time.monotonic()
+        self._forgotten_at = now
+        newest = max(self.reply_topics, key=self.reply_topics.__getitem__, default=None)
+        stale = [
+            t
+            for t, at in self.reply_topics.items()
+            if now - at > self._forget_after and t != newest
+        ]
+        if not stale:
+            return
+        for topic in stale:
+            del self.reply_topics[topic]
+        # the newest is kept: an empty set would mean "every topic" to the client
+        self.producer.client.set_topics(list(self.reply_topics))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -165,6 +193,7 @@ class RpcServer:
             self.counts["expired"] += 1
             return
         reply = Reply(request.correlation_id, code, message, request.content_type, payload)
+        self.reply_topics[request.reply_to] = time.monotonic()
         # send() only appends to the producer's batch for that partition; delivery is not awaited
         await self.producer.send(
             request.reply_to,

@@ -43,7 +43,7 @@ async def bug(body: bytes, content_type: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def echo_server(settings: config.Settings):
+async def echo_server(settings: config.Settings, **options: float):
     name = f"test-rpc-{uuid.uuid4().hex[:8]}"
     await create_topics(settings, (TopicSpec(name, 2),))
     server = RpcServer(
@@ -51,6 +51,7 @@ async def echo_server(settings: config.Settings):
         {ECHO: echo, SLOW: slow, FAIL: fail, BUG: bug},
         group=f"g-{name}",
         topic=settings.topic(name),
+        **options,
     )
     await server.start()
     serving = asyncio.create_task(server.serve())
@@ -168,3 +169,25 @@ async def test_reply_topics_rotate_without_losing_replies(stack: config.Settings
             await asyncio.sleep(0.5)
         assert client.reply_topic in await existing()
         assert await client.call(ECHO, b"after", timeout=10) == b"after"
+
+
+async def test_servers_forget_reply_topics_no_longer_answered_on(stack: config.Settings) -> None:
+    """Rotating clients leave a trail of reply topics; a server stops tracking their metadata
+    (its producer would refresh them all on every new one) and still answers on new ones."""
+    rotating = dataclasses.replace(stack, rpc_reply_topic_seconds=0.5)
+    async with (
+        echo_server(stack, forget_reply_topics_after=1.0) as (server, topic),
+        RpcClient(rotating, request_topic=topic) as client,
+    ):
+        used = set()
+        for n in range(12):
+            used.add(client.reply_topic)
+            assert await client.call(ECHO, f"{n}".encode(), timeout=10) == f"{n}".encode()
+            await asyncio.sleep(0.25)
+        assert len(used) >= 3  # the server answered on several reply topics
+        await asyncio.sleep(2.5)
+        last = client.reply_topic  # the call below reads it before its first await
+        assert await client.call(ECHO, b"later", timeout=10) == b"later"
+        await asyncio.sleep(1.0)  # the serve loop prunes every half second or so
+        assert set(server.reply_topics) == {last}
+        assert server.producer.client._topics == {last}  # what its metadata refreshes ask for
