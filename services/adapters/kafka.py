@@ -93,10 +93,11 @@ class StickyPartitioner:
     def __init__(self, window_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = max(window_ms, 1) / 1000
         self.clock = clock
+        self.hashed = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is not None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            return self.hashed(key, all_partitions, available)
         turn = int(self.clock() / self.window_s)
         return all_partitions[turn % len(all_partitions)]
 
