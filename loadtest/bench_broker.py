@@ -24,9 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
-import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,13 +37,17 @@ from aiokafka.structs import TopicPartition
 from crossrec import settings as config
 from crossrec.adapters.kafka import TopicSpec, create_topics
 from crossrec.rpc.client import RpcClient
-from crossrec.rpc.server import RpcServer
 from crossrec.stack.broker import start_broker
-from loadtest.bench_rpc import CpuMeter
-from loadtest.harness import private_stack, write_results
+from loadtest.bench_rpc import ECHO, ECHO_TOPIC
+from loadtest.harness import (
+    CpuMeter,
+    Reading,
+    percentile,
+    private_stack,
+    stack_pids,
+    write_results,
+)
 
-ECHO = "/bench.Echo/Echo"
-TOPIC = "bench-echo"
 SESSION_3 = {  # the RPC settings before this benchmark (linger 0 ~ a 1 ms sticky window)
     "CROSSREC_RPC_LINGER_MS": "0",
     "CROSSREC_RPC_FETCH_WAIT_MS": "5",
@@ -49,7 +55,7 @@ SESSION_3 = {  # the RPC settings before this benchmark (linger 0 ~ a 1 ms stick
 }
 
 
-async def fetch_cost(bootstrap: str) -> list[dict]:
+async def fetch_cost(bootstrap: str, broker_pid: int) -> list[dict]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic("cost", 1, 1)])
@@ -86,28 +92,18 @@ async def fetch_cost(bootstrap: str) -> list[dict]:
     return rows
 
 
-async def serve_echo() -> None:
-    settings = config.load()
-
-    async def echo(body: bytes, content_type: str) -> bytes:
-        return body
-
-    server = RpcServer(settings, {ECHO: echo}, group="bench-echo", topic=TOPIC)
-    await server.start()
-    await server.serve()
-
-
 async def echo_over_time(bootstrap: str, broker_pid: int, rate: int, seconds: float) -> list:
     settings = config.load()
-    await create_topics(settings, (TopicSpec(TOPIC, 4),))
-    servers = [
-        subprocess.Popen([sys.executable, "-m", "loadtest.bench_broker", "--echo-server"])
+    topic = settings.topic(ECHO_TOPIC)
+    await create_topics(settings, (TopicSpec(ECHO_TOPIC, 4),))
+    servers = [  # bench_rpc's echo servers, on the broker of CROSSREC_KAFKA_BOOTSTRAP
+        subprocess.Popen([sys.executable, "-m", "loadtest.bench_rpc", "--echo-server"])
         for _ in range(2)
     ]
     meter = CpuMeter({"broker": [broker_pid], "echo_servers": [s.pid for s in servers]})
     rows: list[dict] = []
     try:
-        async with RpcClient(settings, request_topic=TOPIC) as client:
+        async with RpcClient(settings, request_topic=topic) as client:
             await asyncio.gather(*(client.call(ECHO, b"ready?", timeout=60) for _ in range(40)))
             latencies: list[float] = []
             errors = 0
@@ -130,7 +126,7 @@ async def echo_over_time(bootstrap: str, broker_pid: int, rate: int, seconds: fl
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one()))
                 if time.perf_counter() - window >= 10:  # the replies of the last 10 s
-                    done, latencies = sorted(latencies), []
+                    done, latencies = latencies, []
                     now = meter.read()
                     rows.append(_window(time.perf_counter() - started, done, errors, cpu, now))
                     print(rows[-1], flush=True)
@@ -143,29 +139,26 @@ async def echo_over_time(bootstrap: str, broker_pid: int, rate: int, seconds: fl
     return rows
 
 
-def _window(at: float, done: list[float], errors: int, cpu_from, cpu_to) -> dict:
-    def pct(q: float) -> float | None:
-        return round(done[int(q * (len(done) - 1))], 1) if done else None
-
+def _window(at: float, done: list[float], errors: int, cpu_from: Reading, cpu_to: Reading) -> dict:
     return {
         "at_s": round(at),
         "answered": len(done),
         "expired": errors,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile(done, 0.5, 1),
+        "p99_ms": percentile(done, 0.99, 1),
         "cores": CpuMeter.cores(cpu_from, cpu_to),
     }
 
 
-def with_broker(part, *args):
-    """Run `part(bootstrap, *args)` against a fresh Tansu."""
+def with_broker(part: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    """Run `part(bootstrap, broker pid, *args)` against a fresh Tansu, which every process
+    started meanwhile uses too (CROSSREC_KAFKA_BOOTSTRAP; stacks started after it have their own)."""
     with tempfile.TemporaryDirectory() as scratch:
         process, bootstrap = start_broker(Path(scratch) / "tansu.log")
-        os.environ["CROSSREC_KAFKA_BOOTSTRAP"] = bootstrap
         try:
-            return uvloop.run(part(bootstrap, process.pid, *args))
+            with mock.patch.dict(os.environ, {"CROSSREC_KAFKA_BOOTSTRAP": bootstrap}):
+                return uvloop.run(part(bootstrap, process.pid, *args))
         finally:
-            os.environ.pop("CROSSREC_KAFKA_BOOTSTRAP")  # the stacks after it start their own
             process.terminate()
             process.wait(10)
 
@@ -173,10 +166,7 @@ def with_broker(part, *args):
 def idle_cores(seconds: float = 30) -> dict:
     with private_stack():
         time.sleep(10)  # settled: groups joined, models loaded
-        info = orjson.loads(config.stack_file().read_bytes())
-        roles = {"broker": [info["broker"]["pid"]]}
-        roles.update({name: [pid] for name, pid in info["services"].items()})
-        meter = CpuMeter(roles)
+        meter = CpuMeter({name: [pid] for name, pid in stack_pids().items()})
         before = meter.read()
         time.sleep(seconds)
         cores = CpuMeter.cores(before, meter.read())
@@ -189,25 +179,15 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.echo_server:
-        uvloop.run(serve_echo())
-        return
     result: dict = {"rate": args.rate}
-    result["fetch_cost"] = with_broker(lambda bootstrap, pid: fetch_cost(bootstrap))
-    saved = {k: os.environ.get(k) for k in SESSION_3}
+    result["fetch_cost"] = with_broker(fetch_cost)
     for name, env in (("current", {}), ("session_3", SESSION_3)):
-        os.environ.update(env)
         print(name, flush=True)
-        result[f"echo_{name}"] = with_broker(echo_over_time, args.rate, args.seconds)
-        result[f"idle_{name}"] = idle_cores()
+        with mock.patch.dict(os.environ, env):  # the processes it starts inherit the settings
+            result[f"echo_{name}"] = with_broker(echo_over_time, args.rate, args.seconds)
+            result[f"idle_{name}"] = idle_cores()
         print(result[f"idle_{name}"], flush=True)
-        for key, value in saved.items():  # back to the defaults
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     write_results("broker", result)
 
 

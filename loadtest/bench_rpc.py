@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import subprocess
@@ -54,7 +53,14 @@ from crossrec.client.producer import EventProducer
 from crossrec.client.recommender import Recommender
 from crossrec.rpc.client import RpcClient
 from crossrec.rpc.server import RpcServer
-from loadtest.harness import journey_engine, private_stack, write_results
+from loadtest.harness import (
+    CpuMeter,
+    journey_engine,
+    percentile,
+    private_stack,
+    stack_pids,
+    write_results,
+)
 
 APP = "journey"
 ECHO_TOPIC = "bench-echo"
@@ -86,29 +92,6 @@ async def load_data(settings: config.Settings) -> list[str]:
         await asyncio.sleep(0.5)  # training reads the event log: wait until it holds everything
     await store.close()
     return households
-
-
-class CpuMeter:
-    """Cores used by each role's processes between two readings (/proc/PID/stat)."""
-
-    def __init__(self, roles: dict[str, list[int]]) -> None:
-        self.roles = roles
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def read(self) -> tuple[float, dict[str, float]]:
-        used = {}
-        for role, pids in self.roles.items():
-            used[role] = 0.0
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    used[role] += (int(fields[11]) + int(fields[12])) / self.tick
-        return time.monotonic(), used
-
-    @staticmethod
-    def cores(before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]]):
-        wall = after[0] - before[0]
-        return {role: round((after[1][role] - before[1][role]) / wall, 2) for role in after[1]}
 
 
 async def run_phase(
@@ -155,17 +138,11 @@ async def run_phase(
         "requests": len(values),
         "errors": errors,
         "achieved_rate": round(total / sent),
-        "p50_ms": _pct(values, 0.5),
-        "p99_ms": _pct(values, 0.99),
+        "p50_ms": percentile(values, 0.5),
+        "p99_ms": percentile(values, 0.99),
         "cores": cores,
         "latencies": values,
     }
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * (len(values) - 1)))], 2)
 
 
 async def bench(
@@ -191,14 +168,14 @@ async def bench(
         subprocess.Popen([sys.executable, "-m", "loadtest.bench_rpc", "--echo-server"])
         for _ in range(processes)
     ]
-    info = orjson.loads(config.stack_file().read_bytes())
+    services = stack_pids()
     meter = CpuMeter(
         {
-            "broker": [info["broker"]["pid"]],
-            "query_services": [p for n, p in info["services"].items() if n.startswith("query")],
+            "broker": [services.pop("broker")],
+            "query_services": [p for n, p in services.items() if n.startswith("query")],
             "echo_servers": [server.pid for server in echo_servers],
             "load_generator": [os.getpid()],
-            "other_services": [p for n, p in info["services"].items() if not n.startswith("query")],
+            "other_services": [p for n, p in services.items() if not n.startswith("query")],
         }
     )
     rnd = random.Random(1)
@@ -263,8 +240,8 @@ def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> 
             "broker_cpu_ms_per_request": round(1000 * cores["broker"] / rate, 3),
             "errors": errors,
             "achieved_rate_min": min(w["achieved_rate"] for w in mine),
-            "p50_ms": _pct(values, 0.5),
-            "p99_ms": _pct(values, 0.99),
+            "p50_ms": percentile(values, 0.5),
+            "p99_ms": percentile(values, 0.99),
         }
     compared = []  # each recommend window against the mean of the echo windows around it
     for k in range(1, len(windows) - 1, 2):

@@ -53,7 +53,7 @@ from crossrec.shard.scaling import ScalingPolicy
 from crossrec.stack import health
 from crossrec.stack.background import BackgroundStack
 from crossrec.stack.processes import free_port
-from loadtest.harness import write_results
+from loadtest.harness import percentile, write_results
 
 APP = "retail"
 DEADLINE = 2.0
@@ -128,11 +128,6 @@ async def wait_workers(settings: config.Settings, pool: WorkerPool, k: int, vers
         await store.close()
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * (len(values) - 1)))], 1) if values else None
-
-
 async def closed_loop(rec: Recommender, users: list[str], seconds: float, concurrency: int) -> dict:
     latencies: list[float] = []
     errors = partial = 0
@@ -155,8 +150,13 @@ async def closed_loop(rec: Recommender, users: list[str], seconds: float, concur
     started = time.perf_counter()
     await asyncio.gather(*(client(n) for n in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"answers_per_s": round(len(latencies) / elapsed, 1), "p50_ms": _pct(latencies, 0.5),
-            "p99_ms": _pct(latencies, 0.99), "errors": errors, "partial": partial}  # fmt: skip
+    return {
+        "answers_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": percentile(latencies, 0.5, 1),
+        "p99_ms": percentile(latencies, 0.99, 1),
+        "errors": errors,
+        "partial": partial,
+    }
 
 
 async def open_loop(
@@ -205,8 +205,8 @@ def summary(rows: list[dict]) -> dict:
         "partial": sum(r["partial"] for r in answered),
         "fallback": sum(r["fallback"] for r in answered),
         "within_deadline": sum(r["ms"] <= DEADLINE * 1000 for r in answered),
-        "p50_ms": _pct([r["ms"] for r in answered], 0.5),
-        "p99_ms": _pct([r["ms"] for r in answered], 0.99),
+        "p50_ms": percentile([r["ms"] for r in answered], 0.5, 1),
+        "p99_ms": percentile([r["ms"] for r in answered], 0.99, 1),
     }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,46 @@ def private_stack(env: dict[str, str] | None = None) -> Iterator[config.Settings
             yield settings
         finally:
             stack.stop()
+
+
+def percentile(values: list[float], q: float, digits: int = 2) -> float | None:
+    """The q-quantile of the values (nearest rank below), rounded; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))], digits)
+
+
+def stack_pids() -> dict[str, int]:
+    """The running stack's processes by name: "broker" and each service (`crossrec up`)."""
+    info = orjson.loads(config.stack_file().read_bytes())
+    return {"broker": info["broker"]["pid"], **info["services"]}
+
+
+Reading = tuple[float, dict[str, float]]  # (monotonic time, CPU seconds per role)
+
+
+class CpuMeter:
+    """Cores used by each role's processes between two readings (/proc/PID/stat)."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self.roles = roles
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> Reading:
+        used = {}
+        for role, pids in self.roles.items():
+            used[role] = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):  # a process that has gone counts no more
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    used[role] += (int(fields[11]) + int(fields[12])) / self.tick
+        return time.monotonic(), used
+
+    @staticmethod
+    def cores(before: Reading, after: Reading) -> dict[str, float]:
+        wall = after[0] - before[0]
+        return {role: round((after[1][role] - before[1][role]) / wall, 2) for role in after[1]}
 
 
 def write_results(name: str, result: Any) -> None:

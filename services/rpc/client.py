@@ -77,7 +77,9 @@ class RpcClient:
                 await task
         await self.consumer.stop()
         await self.producer.stop()
-        topics = [self.reply_topic, *self._earlier, *filter(None, [self._next_topic])]
+        topics = [self.reply_topic, *self._earlier]
+        if self._next_topic is not None:  # created, not yet moved to
+            topics.append(self._next_topic)
         with contextlib.suppress(Exception):  # best effort: brokers may refuse deletes
             await self.admin.delete_topics(topics)
         await self.admin.close()
