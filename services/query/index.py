@@ -219,7 +219,7 @@ class Classes(NamedTuple):
 
     of: np.ndarray  # intp class of each model document (documents without correlators share one)
     indptr: np.ndarray  # value -> members[indptr[v]:indptr[v + 1]]
-    members: np.ndarray  # int32 classes, ascending per value
+    members: np.ndarray  # classes ascending per value: uint16 (scoring's fast loop) if they fit
     count: int
     saved: np.ndarray  # int64 per value: its postings over documents less those over classes
 
@@ -254,7 +254,8 @@ class Classes(NamedTuple):
         by_value = np.sort(kept.astype(np.int64) * len(lead) + owner)  # (value, class) ascending
         indptr = np.zeros(width + 1, dtype=np.int32)
         np.cumsum(np.bincount(kept, minlength=width), out=indptr[1:])
-        members = (by_value % len(lead)).astype(np.int32)
+        narrow = np.uint16 if len(lead) <= 2**16 else np.int32
+        members = (by_value % len(lead)).astype(narrow)
         saved = held - np.diff(indptr).astype(np.int64)
         return Classes(of, indptr, members, len(lead), saved)
 

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossrec.query.index import IndicatorIndex, concat_ranges
+from crossrec.query.kernels import scatter_add
 
 try:  # the C loop behind scipy.sparse's matrix-vector product; a copy-and-bincount fallback
     from scipy.sparse._sparsetools import csc_matvec
@@ -125,7 +126,10 @@ def _matvec(
     out: np.ndarray,
 ) -> None:
     """out[rows[indptr[v]:indptr[v+1]]] += weight, for each (v, weight) in the order given
-    (values descending)."""
+    (values descending). uint16 rows (a dense indicator's classes) take the compiled loop."""
+    if rows.dtype == np.uint16:
+        scatter_add(indptr, rows, values, weights, out)
+        return
     starts, ends = indptr[values], indptr[values + 1]
     if csc_matvec is None:
         docs = concat_ranges(rows, starts, ends)

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossrec.core.idmap import IdMap
+from crossrec.core.model import Correlators
+from crossrec.query import scoring
 from crossrec.query.history import recent, round_robin
-from crossrec.query.index import Ids, PropertyIndex, keywords
+from crossrec.query.index import Ids, IndicatorIndex, PropertyIndex, keywords
 
 
 @settings(max_examples=100, deadline=None)
@@ -78,3 +80,36 @@ def test_recent_with_times_merges_aliases_and_takes_the_newest():
     untimed = [[(t, None) for t, _ in parts] for parts in streams]
     assert recent(untimed, [3, 5], 4) == [["a", "b"], ["e", "f"]]
     assert recent([[(["a", "a", "b"], None)]], [3], 10) == [["a", "b"]]  # capped, then distinct
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40))
+def test_a_dense_indicator_sums_per_class_exactly_as_per_document(seed, n_query):
+    """Documents sharing a correlator set form classes (uint16 postings, the compiled scatter);
+    a query's per-class sums, copied to the documents, have the bits of the per-document sums
+    (scipy's int32 path) and of a plain loop over the values in descending order."""
+    rng = np.random.default_rng(seed)
+    profiles = [rng.choice(60, int(rng.integers(3, 20)), replace=False) for _ in range(50)]
+    rows = [profiles[int(p)] for p in rng.integers(0, 50, 2000)]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.concatenate(rows).astype(np.int32)
+    vocabulary = IdMap.build([f"c{k}" for k in range(60)])[0]
+    correlators = Correlators("cat", vocabulary, indptr, indices, np.ones(len(indices), np.float32))
+    index = IndicatorIndex(correlators, len(rows))
+    assert index.classes is not None and index.classes.members.dtype == np.uint16
+    values = np.sort(rng.choice(60, min(n_query, 60), replace=False))[::-1]
+    weights = rng.random(len(values)) * 3
+    ones = np.ones(len(index.docs))
+
+    per_class = np.zeros(index.classes.count)
+    scoring._matvec(index.classes.indptr, index.classes.members, values, weights, ones, per_class)
+    per_doc = np.zeros(len(rows))
+    scoring._matvec(index.indptr, index.docs, values, weights, ones, per_doc)
+    expected = np.zeros(len(rows))
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        for d, row in enumerate(rows):
+            if v in row:
+                expected[d] += w
+    assert per_doc.tolist() == expected.tolist()
+    assert per_class[index.classes.of].tolist() == expected.tolist()
