@@ -58,6 +58,7 @@ from loadtest.harness import (
     journey_engine,
     percentile,
     private_stack,
+    redis_pids,
     stack_pids,
     write_results,
 )
@@ -176,6 +177,7 @@ async def bench(
             "echo_servers": [server.pid for server in echo_servers],
             "load_generator": [os.getpid()],
             "other_services": [p for n, p in services.items() if not n.startswith("query")],
+            "redis": redis_pids(),
         }
     )
     rnd = random.Random(1)

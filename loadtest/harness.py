@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,11 +62,19 @@ def stack_pids() -> dict[str, int]:
     return {"broker": info["broker"]["pid"], **info["services"]}
 
 
+def redis_pids() -> list[int]:
+    """Redis or Valkey servers on this machine (the stack uses one it finds, else its own)."""
+    found = subprocess.run(["pgrep", "-f", "redis-server|valkey"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
 Reading = tuple[float, dict[str, float]]  # (monotonic time, CPU seconds per role)
 
 
 class CpuMeter:
-    """Cores used by each role's processes between two readings (/proc/PID/stat)."""
+    """Cores used by each role's processes between two readings (/proc/PID/stat), and by the
+    whole machine ("machine": every non-idle core-second in /proc/stat, kernel work and
+    processes outside the roles, e.g. a Redis the stack did not start, included)."""
 
     def __init__(self, roles: dict[str, list[int]]) -> None:
         self.roles = roles
@@ -79,6 +88,9 @@ class CpuMeter:
                 with contextlib.suppress(OSError):  # a process that has gone counts no more
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                     used[role] += (int(fields[11]) + int(fields[12])) / self.tick
+        with open("/proc/stat") as f:  # cpu user nice system idle iowait irq softirq steal
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+        used["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / self.tick
         return time.monotonic(), used
 
     @staticmethod

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from crossrec.core.idmap import IdMap, crc32_many
 from crossrec.core.model import Correlators
+from crossrec.query import kernels
 
 EMPTY = np.zeros(0, dtype=np.int32)
 DENSE = 2  # postings per document from which an indicator may score over classes
@@ -256,6 +257,8 @@ class Classes(NamedTuple):
         np.cumsum(np.bincount(kept, minlength=width), out=indptr[1:])
         narrow = np.uint16 if len(lead) <= 2**16 else np.int32
         members = (by_value % len(lead)).astype(narrow)
+        if narrow is np.uint16:
+            kernels.warm()
         saved = held - np.diff(indptr).astype(np.int64)
         return Classes(of, indptr, members, len(lead), saved)
 

@@ -27,5 +27,14 @@ def _scatter_add(
 def scatter_add(
     indptr: np.ndarray, rows: np.ndarray, values: np.ndarray, weights: np.ndarray, out: np.ndarray
 ) -> None:
-    """out[rows[indptr[v]:indptr[v + 1]]] += weights[j] for each v = values[j], in that order."""
-    _scatter_add(indptr, rows, values, weights.astype(np.float64, copy=False), out)
+    """out[rows[indptr[v]:indptr[v + 1]]] += weights[j] for each v = values[j], in that order.
+    The short arguments are made contiguous int64 / float64: one compiled signature for all."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    _scatter_add(indptr, rows, values, np.ascontiguousarray(weights, dtype=np.float64), out)
+
+
+def warm() -> None:
+    """Compile (or load from the disk cache) the loop now, not in the first query: an index that
+    will use it calls this while it is built (in the query service, off the event loop)."""
+    indptr = np.array([0, 1], dtype=np.int32)  # Classes.indptr's type
+    scatter_add(indptr, np.zeros(1, np.uint16), np.zeros(1), np.ones(1), np.zeros(1))
