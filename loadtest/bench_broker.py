@@ -1,6 +1,7 @@
 """The embedded broker's cost of request/reply, and what crossrec's RPC settings do about it.
 
-    .venv/bin/python -m loadtest.bench_broker [--rate 1000] [--seconds 60]
+    .venv/bin/python -m loadtest.bench_broker [--rate 1000] [--seconds 150]
+                                              [--variants current,session_4,session_3]
 
 Three parts, each on a fresh Tansu (results in loadtest/results/broker.json):
 
@@ -9,10 +10,12 @@ Three parts, each on a fresh Tansu (results in loadtest/results/broker.json):
   storage lists every batch object of a partition on each fetch that returns data);
 - echo over time: two echo RpcServer processes in one group on a 4-partition topic, one RpcClient
   at `--rate` requests/s (open loop, 5 s deadline) for `--seconds`, p50/p99 and the broker's cores
-  per 10 s; once with the current settings and once with the session-3 ones (linger 0, so every
-  request is a batch of its own; 5 ms fetch waits; one reply topic for the client's life);
+  per 10 s; with the current settings (request topic generations of
+  CROSSREC_RPC_REQUEST_TOPIC_SECONDS), the session-4 ones (one request topic for ever) and the
+  session-3 ones (also linger 0, so every request is a batch of its own; 5 ms fetch waits; one
+  reply topic for the client's life);
 - idle: a whole stack (`crossrec up`) doing nothing for 30 s, the cores each process polls away,
-  with both settings.
+  with each variant's settings.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ SESSION_3 = {  # the RPC settings before this benchmark (linger 0 ~ a 1 ms stick
     "CROSSREC_RPC_LINGER_MS": "0",
     "CROSSREC_RPC_FETCH_WAIT_MS": "5",
     "CROSSREC_RPC_REPLY_TOPIC_SECONDS": "0",
+    "CROSSREC_RPC_REQUEST_TOPIC_SECONDS": "0",
 }
+SESSION_4 = {"CROSSREC_RPC_REQUEST_TOPIC_SECONDS": "0"}  # one request topic for ever
+VARIANTS = {"current": {}, "session_4": SESSION_4, "session_3": SESSION_3}
 
 
 async def fetch_cost(bootstrap: str, broker_pid: int) -> list[dict]:
@@ -178,11 +184,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=150)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="of " + ", ".join(VARIANTS))
     args = parser.parse_args()
     result: dict = {"rate": args.rate}
     result["fetch_cost"] = with_broker(fetch_cost)
-    for name, env in (("current", {}), ("session_3", SESSION_3)):
+    for name in args.variants.split(","):
+        env = VARIANTS[name]
         print(name, flush=True)
         with mock.patch.dict(os.environ, env):  # the processes it starts inherit the settings
             result[f"echo_{name}"] = with_broker(echo_over_time, args.rate, args.seconds)

@@ -43,6 +43,7 @@ class Settings:
     rpc_linger_ms: int = 5  # requests wait this long to share a produce batch (and partition)
     rpc_fetch_wait_ms: int = 25  # fetch_max_wait_ms of request and reply consumers
     rpc_reply_topic_seconds: float = 30.0  # a client moves to a fresh reply topic this often
+    rpc_request_topic_seconds: float = 60.0  # request topics are replaced this often; 0 = never
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -78,6 +79,7 @@ _ENV = {
     "rpc_linger_ms": "CROSSREC_RPC_LINGER_MS",
     "rpc_fetch_wait_ms": "CROSSREC_RPC_FETCH_WAIT_MS",
     "rpc_reply_topic_seconds": "CROSSREC_RPC_REPLY_TOPIC_SECONDS",
+    "rpc_request_topic_seconds": "CROSSREC_RPC_REQUEST_TOPIC_SECONDS",
 }
 
 

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
 from crossrec.adapters.kafka import CONSUMER_SETTINGS, StickyPartitioner, make_producer
+from crossrec.rpc.generations import Generations, topic_of
 from crossrec.rpc.protocol import JSON, PROTOBUF, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
 
@@ -56,6 +58,14 @@ class RpcClient:
         self._last_deadline = 0
         self._earlier: dict[str, int] = {}
         self._next_topic: str | None = None
+        # request topics are replaced by generations (crossrec.rpc.generations): the current
+        # generation's topics known to exist, those being created, each base's partition count
+        period = settings.rpc_request_topic_seconds
+        self._generations = Generations(period) if period > 0 else None
+        self._generation = -1
+        self._existing: set[str] = set()
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._partitions: dict[str, int] = {}
 
     def _reply_topic_name(self) -> str:
         return self.settings.topic(f"rpc-replies.{uuid.uuid4().hex[:16]}")
@@ -170,10 +180,41 @@ class RpcClient:
                 except Exception:  # tried again after the next read
                     log.exception("moving between reply topics failed; retrying")
 
+    async def current_topic(self, base: str) -> str:
+        """The topic a request for `base` goes to now: its current generation's (created first
+        if no server has yet, with the base topic's partitions), or `base` without generations."""
+        if self._generations is None:
+            return base
+        generation = self._generations.at(now_ms())
+        topic = topic_of(base, generation)
+        if topic not in self._existing:
+            creating = self._creating.get(topic)
+            if creating is None:  # concurrent first requests share one creation
+                creating = self._creating[topic] = asyncio.ensure_future(
+                    self._create_request_topic(base, topic)
+                )
+                creating.add_done_callback(lambda _: self._creating.pop(topic, None))
+            await asyncio.shield(creating)
+            if generation != self._generation:  # the producer stops tracking older ones
+                self._generation, self._existing = generation, set()
+            self._existing.add(topic)
+            self.producer.client.set_topics(list(self._existing))
+        return topic
+
+    async def _create_request_topic(self, base: str, topic: str) -> None:
+        if base not in self._partitions:
+            self._partitions[base] = len(await self.producer.partitions_for(base))
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await self.admin.create_topics(
+                [NewTopic(topic, num_partitions=self._partitions[base], replication_factor=1)]
+            )
+
     async def _send(
-        self, topic: str, method: str, body: bytes, deadline_ms: int, content_type: str
+        self, base: str, method: str, body: bytes, deadline_ms: int, content_type: str
     ) -> tuple[str, asyncio.Future[Reply]]:
-        """Produce one request; its correlation id and the future its reply will complete."""
+        """Produce one request to request topic `base` (its current generation); its correlation
+        id and the future its reply will complete."""
+        topic = await self.current_topic(base)
         correlation_id = uuid.uuid4().hex
         self._last_deadline = max(self._last_deadline, deadline_ms)
         request = Request(

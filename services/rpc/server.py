@@ -14,15 +14,19 @@ leave in one produce request, so a handler that awaits now and then lets finishe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
-from crossrec.rpc.protocol import METHOD, Code, Reply, Request, RpcError
+from crossrec.rpc.generations import Generations, group_of, topic_of
+from crossrec.rpc.protocol import METHOD, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,18 +57,14 @@ class RpcServer:
         self.handlers = handlers
         self.batch_handlers = batch_handlers or {}
         self.topic = topic or settings.topic("rpc-requests")
-        self.consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=group,
-            # a new group starts at the beginning: a request sent while the group was forming is
-            # still answered if its deadline allows; older ones are dropped on their deadline
-            auto_offset_reset="earliest",
-            enable_auto_commit=True,
-            auto_commit_interval_ms=1000,
-            max_poll_records=500,
-            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": settings.rpc_fetch_wait_ms},
-        )
+        self.group = group
+        # request topic generations (crossrec.rpc.generations); None: the topic itself for ever
+        period = settings.rpc_request_topic_seconds
+        self.generations = Generations(period) if period > 0 else None
+        # generation (None without them) -> its consumer and the task polling it
+        self._readers: dict[int | None, tuple[AIOKafkaConsumer, asyncio.Task]] = {}
+        self._partitions: int | None = None  # the base topic's, for the generations' topics
+        self._admin: AIOKafkaAdminClient | None = None
         self.producer = make_producer(settings, linger_ms=0)
         self.slots = asyncio.Semaphore(max_concurrency)
         self.counts = {"answered": 0, "expired": 0, "malformed": 0}
@@ -74,22 +74,129 @@ class RpcServer:
         self.reply_topics: dict[str, float] = {}
         self._forget_after = forget_reply_topics_after
         self._forgotten_at = time.monotonic()
+        self._swept = False  # old generations' topics looked for since start
+        self._stopping: set[asyncio.Task] = set()  # readers leaving their groups
 
     async def start(self) -> None:
         await self.producer.start()
-        await self.consumer.start()
+        if self.generations is None:
+            await self._read(None)
+            return
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await self._admin.start()
+        self._partitions = len(await self.producer.partitions_for(self.topic))
+        await self._follow_generations()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await self.consumer.stop()
+        for generation in list(self._readers):
+            self._leave(generation)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.producer.stop()
+        if self._admin is not None:
+            await self._admin.close()
 
     async def serve(self) -> None:
-        """Consume requests until cancelled."""
+        """Answer requests until cancelled; with generations, move from one to the next."""
         while True:
-            batches = await self.consumer.getmany(timeout_ms=200)
-            if self.consumer.assignment():
+            await asyncio.sleep(1.0)
+            for _, task in self._readers.values():
+                if task.done() and not task.cancelled():
+                    task.result()  # a reader that failed outside its reads: fail loudly
+            if self.generations is not None:
+                try:
+                    await self._follow_generations()
+                except Exception:  # tried again in a second; the current reader goes on
+                    log.exception("moving between request topic generations failed")
+
+    async def _follow_generations(self) -> None:
+        """Read the generations wanted now (creating their topics), stop reading the others,
+        delete the topics of those long over."""
+        assert self.generations is not None and self._admin is not None
+        now = now_ms()
+        wanted = self.generations.wanted(now)
+        for generation in wanted:
+            if generation not in self._readers:
+                await self._create(topic_of(self.topic, generation))
+                await self._read(generation)
+        retired = [g for g in self._readers if g not in wanted]
+        for generation in retired:
+            self._leave(generation)
+        if retired or not self._swept:
+            await self._sweep(now)
+
+    async def _sweep(self, now: int) -> None:
+        """Delete the topics of generations long over (left by any server, this one's earlier
+        lives included); every server tries, one succeeds."""
+        assert self.generations is not None and self._admin is not None
+        prefix = topic_of(self.topic, 0)[:-1]
+        over = [
+            t
+            for t in await self._admin.list_topics()
+            if t.startswith(prefix)
+            and t[len(prefix) :].isdigit()
+            and self.generations.deletable(int(t[len(prefix) :]), now)
+        ]
+        self._swept = True
+        if over:
+            with contextlib.suppress(Exception):
+                await self._admin.delete_topics(over)
+
+    async def _create(self, topic: str) -> None:
+        assert self._admin is not None and self._partitions is not None
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await self._admin.create_topics(
+                [NewTopic(topic, num_partitions=self._partitions, replication_factor=1)]
+            )
+
+    async def _read(self, generation: int | None) -> None:
+        """Start reading a generation's topic (or the topic itself) in its own group: the topic
+        itself at once, a generation in the background (joining a group takes seconds, and the
+        other readers go on meanwhile)."""
+        consumer = AIOKafkaConsumer(
+            topic_of(self.topic, generation),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=group_of(self.group, generation),
+            # a new group starts at the beginning: a request sent while the group was forming is
+            # still answered if its deadline allows; older ones are dropped on their deadline
+            auto_offset_reset="earliest",
+            enable_auto_commit=True,
+            auto_commit_interval_ms=1000,
+            max_poll_records=500,
+            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": self.settings.rpc_fetch_wait_ms},
+        )
+        if generation is None:
+            await consumer.start()
+        task = asyncio.create_task(self._poll(consumer, started=generation is None))
+        self._readers[generation] = (consumer, task)
+
+    def _leave(self, generation: int | None) -> None:
+        """Stop reading a generation in the background (leaving a group takes a while)."""
+        consumer, reader = self._readers.pop(generation)
+        reader.cancel()
+        task = asyncio.create_task(self._stop_reading(consumer, reader))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    @staticmethod
+    async def _stop_reading(consumer: AIOKafkaConsumer, reader: asyncio.Task) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await consumer.stop()
+
+    async def _poll(self, consumer: AIOKafkaConsumer, started: bool) -> None:
+        """Consume one topic's requests until cancelled."""
+        if not started:
+            await consumer.start()
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200)
+            except Exception:  # e.g. the topic went away under a late reader: try again
+                log.exception("reading requests failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if consumer.assignment():
                 self.assigned.set()
             batched: dict[str, list[Request]] = {}
             for records in batches.values():

@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from crossrec.rpc.generations import current, group_of, topic_of
+from crossrec.rpc.protocol import now_ms
 from crossrec.settings import Settings
 from crossrec.shard.scaling import Load
 from crossrec.shard.topics import SHARD_PARTITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    at: float  # monotonic s
+    served: int  # committed offsets, summed
+    generation: int | None
+    rate: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,7 @@ class LoadMeter:
         self.commit_interval = commit_interval
         self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
         self._readers: dict[str, AIOKafkaConsumer] = {}  # group -> its committed-offset reader
-        self._last: dict[Target, tuple[float, int]] = {}  # (when, committed sum)
+        self._last: dict[Target, _Reading] = {}
 
     async def start(self) -> None:
         await self.offsets.start()
@@ -64,21 +74,34 @@ class LoadMeter:
         return reader
 
     async def measure(self, target: Target) -> Load:
-        partitions = [TopicPartition(target.topic, p) for p in range(SHARD_PARTITIONS)]
+        """The load of the request topic generation of this moment (crossrec.rpc.generations):
+        its end offsets and its group's commits. A generation's first reading has no rate of
+        its own yet: it repeats the last one."""
+        generation = current(self.settings.rpc_request_topic_seconds, now_ms())
+        topic = topic_of(target.topic, generation)
+        partitions = [TopicPartition(topic, p) for p in range(SHARD_PARTITIONS)]
         ends = await self.offsets.end_offsets(partitions)
-        reader = await self._reader(target.group)
+        reader = await self._reader(group_of(target.group, generation))
         # no commit yet (None): the group starts from the beginning
         done = {tp: (await reader.committed(tp)) or 0 for tp in partitions}
         lag = sum(max(0, ends[tp] - done.get(tp, 0)) for tp in partitions)
         served = sum(done.values())
         now = time.monotonic()
-        then, before = self._last.get(target, (now, served))
-        self._last[target] = (now, served)
-        rate = (served - before) / (now - then) if now > then else 0.0
+        last = self._last.get(target)
+        if last is None or last.generation != generation:
+            rate = last.rate if last is not None else 0.0
+            if last is not None:  # the previous generation's group is done with
+                await self._stop_reader(group_of(target.group, last.generation))
+        else:
+            rate = (served - last.served) / (now - last.at) if now > last.at else last.rate
+        self._last[target] = _Reading(now, served, generation, rate)
         return Load(rate=rate, lag=max(0, lag - int(rate * self.commit_interval)))
 
     async def forget(self, target: Target) -> None:
-        self._last.pop(target, None)
-        reader = self._readers.pop(target.group, None)
+        last = self._last.pop(target, None)
+        await self._stop_reader(group_of(target.group, last.generation if last else None))
+
+    async def _stop_reader(self, group: str) -> None:
+        reader = self._readers.pop(group, None)
         if reader is not None:
             await reader.stop()

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from crossrec import settings as config
 from crossrec.adapters.kafka import TopicSpec, create_topics
 from crossrec.rpc.client import RpcClient
+from crossrec.rpc.generations import Generations, topic_of
 from crossrec.rpc.protocol import Code, Request, RpcError, now_ms
 from crossrec.rpc.server import RpcServer
 
@@ -102,9 +103,10 @@ async def test_statuses_and_deadlines(stack: config.Settings) -> None:
         stale = Request(
             ECHO, "stale", client.reply_topic, 0, now_ms() - 1000, "application/protobuf", b"x"
         )
-        await producer.send_and_wait(topic, b"x", headers=stale.headers())
+        current = await client.current_topic(topic)  # the request topic's generation now
+        await producer.send_and_wait(current, b"x", headers=stale.headers())
         await producer.send_and_wait(
-            topic, b"no headers at all"
+            current, b"no headers at all"
         )  # malformed metadata: dropped, logged
         await producer.stop()
         assert await client.call(ECHO, b"still serving", timeout=10) == b"still serving"
@@ -194,3 +196,38 @@ async def test_servers_forget_reply_topics_no_longer_answered_on(stack: config.S
             await asyncio.sleep(0.1)
         assert set(server.reply_topics) == {last}
         assert server.producer.client._topics == {last}  # what its metadata refreshes ask for
+
+
+async def test_request_topics_are_replaced_without_losing_requests(stack: config.Settings) -> None:
+    """With 3 s generations, calls made across several of them are all answered, each went to
+    the generation of its moment, and the topics of generations long over are deleted."""
+    short = dataclasses.replace(stack, rpc_request_topic_seconds=3.0)
+    gens = Generations(3.0)
+    async with (
+        echo_server(short) as (_, topic),
+        RpcClient(short, request_topic=topic) as client,
+    ):
+        first = gens.at(now_ms())
+        sent, answers = [], []
+        while gens.at(now_ms()) < first + 4:
+            batch = [f"{len(sent) + n}".encode() for n in range(10)]
+            sent += batch
+            answers += await asyncio.gather(*(client.call(ECHO, b, timeout=15) for b in batch))
+            await asyncio.sleep(0.2)
+        assert answers == sent
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        await admin.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while topic_of(topic, first) in await admin.list_topics():
+                assert asyncio.get_running_loop().time() < deadline, "old generation kept"
+                await asyncio.sleep(0.5)
+            print(
+                "DBG",
+                gens.at(now_ms()),
+                sorted(t for t in await admin.list_topics() if t.startswith(topic)),
+            )
+            assert topic_of(topic, gens.at(now_ms())) in await admin.list_topics()
+        finally:
+            await admin.close()

@@ -36,6 +36,7 @@ SETTINGS = {
     "CROSSREC_EVENTLOG_URL": "file:///data/eventlog",
     "CROSSREC_MODELSTORE_URL": "file:///data/models",
     "CROSSREC_ES_URL": "http://elasticsearch:9200",
+    "CROSSREC_RPC_REQUEST_TOPIC_SECONDS": "0",
 }
 TOPIC_PARTITIONS = {
     "crossrec.events": 8,
