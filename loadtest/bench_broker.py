@@ -3,7 +3,8 @@
     .venv/bin/python -m loadtest.bench_broker [--rate 1000] [--seconds 150]
                                               [--variants current,session_4,session_3]
 
-Three parts, each on a fresh Tansu (results in loadtest/results/broker.json):
+Three parts, each on a fresh Tansu (results in loadtest/results/broker.json; broker-NAMES.json
+for some of the variants):
 
 - fetch cost: one partition, one producer and one consumer; the time of a produce-and-fetch
   round trip after the partition has received 100, 1,000 and 5,000 batches (Tansu's memory
@@ -176,7 +177,8 @@ def idle_cores(seconds: float = 30) -> dict:
         before = meter.read()
         time.sleep(seconds)
         cores = CpuMeter.cores(before, meter.read())
-    return {**cores, "total": round(sum(cores.values()), 2)}
+    processes = sum(v for k, v in cores.items() if k != "machine")
+    return {**cores, "total": round(processes, 2)}
 
 
 def main() -> None:
@@ -196,7 +198,10 @@ def main() -> None:
             result[f"echo_{name}"] = with_broker(echo_over_time, args.rate, args.seconds)
             result[f"idle_{name}"] = idle_cores()
         print(result[f"idle_{name}"], flush=True)
-    write_results("broker", result)
+    variants = args.variants.split(",")
+    write_results(
+        "broker" if variants == list(VARIANTS) else "broker-" + "-".join(variants), result
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,6 @@ class Engine:
         user_defined = frozenset(r.name for r in config.rankings if r.type == "userDefined")
         self.documents = Documents(model, rank_names, user_defined)
         self.properties = PropertyIndex(model.properties, frozenset(self._field_of) | {"id"})
-        longest = max((len(ind.docs) for ind in self.indicators), default=0)
-        self._ones = np.ones(longest)  # the posting "values" of scoring's matrix product
         self._scratch = scoring.Scratch()
 
     def __len__(self) -> int:
@@ -74,7 +72,7 @@ class Engine:
     def nbytes(self) -> int:
         """Bytes of the arrays the engine adds to its model (postings, orders, ids' hashes,
         property postings); Python objects' overhead not counted."""
-        arrays = [self._ones, *self.documents.arrays()]
+        arrays = self.documents.arrays()
         arrays += [a for values in self.properties.fields.values() for a in values.values()]
         return sum(a.nbytes for a in arrays) + sum(ind.nbytes() for ind in self.indicators)
 
@@ -214,7 +212,7 @@ class Engine:
         scores = None
         top, top_scores = scoring.NONE, np.zeros(0)
         if plan:
-            scores = scoring.accumulate(plan, self.indicators, docs.n, self._ones, self._scratch)
+            scores = scoring.accumulate(plan, self.indicators, docs.n, self._scratch)
             where.apply(scores)
             top, top_scores = self._best(scores, stop, listed)
         if len(top) < stop and not self.collab:

@@ -28,6 +28,7 @@ from crossrec.query import kernels
 
 EMPTY = np.zeros(0, dtype=np.int32)
 DENSE = 2  # postings per document from which an indicator may score over classes
+BLOCK = 2**16  # rows per block of Postings (a uint16 offset each)
 SMALL = 4096  # id maps up to this size look ids up in a dict
 FIXED_WIDTH = 24  # ids up to this many bytes are also kept as fixed-width bytes
 
@@ -170,9 +171,44 @@ class Ids:
         )
 
 
+class Postings(NamedTuple):
+    """Per value, the rows (documents, or classes of documents) that hold it, ascending, as
+    2-byte offsets in blocks of 65,536 rows: value v's rows in block b are
+    BLOCK·b + low[bounds[v, b]:bounds[v, b + 1]]. Scoring streams these (kernels.scatter_add):
+    2 bytes a posting instead of a 4-byte row and scipy's shared 8-byte 1.0."""
+
+    bounds: np.ndarray  # int64 (values, blocks + 1)
+    low: np.ndarray  # uint16
+
+    @staticmethod
+    def build(values: np.ndarray, rows: np.ndarray, n_values: int, n_rows: int) -> Postings:
+        """From each posting's value and row, sorted by value, then row."""
+        blocks = max(1, -(-n_rows // BLOCK))
+        cells = values.astype(np.int64) * blocks + rows // BLOCK
+        starts = np.zeros(n_values * blocks + 1, dtype=np.int64)
+        np.cumsum(np.bincount(cells, minlength=n_values * blocks), out=starts[1:])
+        grid = np.arange(n_values, dtype=np.int64)[:, None] * blocks + np.arange(blocks + 1)
+        return Postings(starts[grid], (rows % BLOCK).astype(np.uint16))
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.bounds[:, -1] - self.bounds[:, 0]
+
+    def rows(self, values: np.ndarray) -> np.ndarray:
+        """Every row holding one of the values (once per value it holds)."""
+        blocks = self.bounds.shape[1] - 1
+        starts, ends = self.bounds[values, :-1].ravel(), self.bounds[values, 1:].ravel()
+        base = np.tile(np.arange(blocks, dtype=np.int64) * BLOCK, len(values))
+        low = concat_ranges(self.low, starts, ends).astype(np.int64)
+        return low + np.repeat(base, ends - starts)
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.bounds, self.low]
+
+
 class IndicatorIndex:
-    """Indicator field: value (vocabulary index) -> documents (`docs[indptr[v]:indptr[v+1]]`),
-    idf per value; and per document its own correlators, for item-based queries."""
+    """Indicator field: value (vocabulary index) -> the documents holding it (`postings`), idf
+    per value; and per document its own correlators, for item-based queries."""
 
     def __init__(self, correlators: Correlators, n_docs: int) -> None:
         self.name = correlators.name
@@ -181,20 +217,18 @@ class IndicatorIndex:
         self.values = correlators.indices
         per_doc = np.diff(correlators.indptr)
         counts = np.bincount(correlators.indices, minlength=len(correlators.vocabulary))
-        offset = np.int32 if len(correlators.indices) < 2**31 else np.int64
-        self.indptr = np.zeros(len(counts) + 1, dtype=offset)  # the same type as docs: scoring
-        np.cumsum(counts, out=self.indptr[1:])
-        order = np.argsort(correlators.indices, kind="stable")
-        self.docs = np.repeat(np.arange(n_docs, dtype=offset), per_doc)[order]
+        order = np.argsort(correlators.indices, kind="stable")  # by value, then document
+        docs = np.repeat(np.arange(n_docs, dtype=np.int64), per_doc)[order]
+        self.postings = Postings.build(correlators.indices[order], docs, len(counts), n_docs)
         self.n_field = int(np.count_nonzero(per_doc))
         self.idf = idf(self.n_field, counts)
         self.classes = Classes.build(correlators)
+        kernels.warm()
 
     def nbytes(self) -> int:
-        arrays = [self.indptr, self.docs, self.idf, *self.vocabulary.arrays()]
+        arrays = [*self.postings.arrays(), self.idf, *self.vocabulary.arrays()]
         if self.classes is not None:
-            arrays += [self.classes.of, self.classes.indptr, self.classes.members]
-            arrays.append(self.classes.saved)
+            arrays += [self.classes.of, *self.classes.postings.arrays(), self.classes.saved]
         return sum(a.nbytes for a in arrays)
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
@@ -209,7 +243,7 @@ class IndicatorIndex:
 
     def documents(self, values: np.ndarray) -> np.ndarray:
         """Every document holding one of the values (once per value it holds)."""
-        return concat_ranges(self.docs, self.indptr[values], self.indptr[values + 1])
+        return self.postings.rows(values)
 
 
 class Classes(NamedTuple):
@@ -219,8 +253,7 @@ class Classes(NamedTuple):
     """
 
     of: np.ndarray  # intp class of each model document (documents without correlators share one)
-    indptr: np.ndarray  # value -> members[indptr[v]:indptr[v + 1]]
-    members: np.ndarray  # classes ascending per value: uint16 (scoring's fast loop) if they fit
+    postings: Postings  # value -> the classes holding it
     count: int
     saved: np.ndarray  # int64 per value: its postings over documents less those over classes
 
@@ -232,7 +265,7 @@ class Classes(NamedTuple):
         if postings < DENSE * n_docs:
             return None
         classes = Classes.of_rows(correlators)
-        saved = postings - len(classes.members)
+        saved = postings - len(classes.postings.low)
         return classes if saved >= max(postings // 5, n_docs) else None
 
     @staticmethod
@@ -253,14 +286,9 @@ class Classes(NamedTuple):
         kept = concat_ranges(values, rows[lead], rows[lead + 1])
         owner = np.repeat(np.arange(len(lead), dtype=np.int64), np.diff(rows)[lead])
         by_value = np.sort(kept.astype(np.int64) * len(lead) + owner)  # (value, class) ascending
-        indptr = np.zeros(width + 1, dtype=np.int32)
-        np.cumsum(np.bincount(kept, minlength=width), out=indptr[1:])
-        narrow = np.uint16 if len(lead) <= 2**16 else np.int32
-        members = (by_value % len(lead)).astype(narrow)
-        if narrow is np.uint16:
-            kernels.warm()
-        saved = held - np.diff(indptr).astype(np.int64)
-        return Classes(of, indptr, members, len(lead), saved)
+        members = Postings.build(by_value // len(lead), by_value % len(lead), width, len(lead))
+        saved = held - members.counts
+        return Classes(of, members, len(lead), saved)
 
 
 def keywords(value: Any) -> tuple[str, ...]:

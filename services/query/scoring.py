@@ -2,11 +2,10 @@
 
 score(d) = Σ_boosting clauses bias · Σ_{v ∈ values ∩ d[f]} idf_f(v). A clause's (value, weight)
 pairs on an indicator field are accumulated straight from the posting arrays, without copying
-them: the selected values' posting ranges, in descending order, are the columns of a CSC matrix
-whose column pointers interleave each range with an empty "gap" column, so scipy's csc_matvec
-adds weight(v) to the score of every document of every range in one C loop (1-2 ns and 12
-bytes read a posting: its document and a shared 1.0). Scores are rounded to 9 decimals (sums of
-the same terms in another order tie exactly).
+them: a compiled loop (kernels.scatter_add) adds weight(v) to every row of each value's postings,
+values in descending order, 2 bytes read a posting (index.Postings). Property and `id` postings,
+with a weight each, go through scipy's csc_matvec. Scores are rounded to 9 decimals (sums of the
+same terms in another order tie exactly).
 
 A dense indicator (few values, each held by thousands of documents, as categories) dominates:
 ~500k postings a query on The Complete Journey. Documents with the same correlator set share
@@ -28,10 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from crossrec.query.index import IndicatorIndex, concat_ranges
+from crossrec.query.index import IndicatorIndex
 from crossrec.query.kernels import scatter_add
 
-try:  # the C loop behind scipy.sparse's matrix-vector product; a copy-and-bincount fallback
+try:  # the C loop behind scipy.sparse's matrix-vector product; np.add.at as a fallback
     from scipy.sparse._sparsetools import csc_matvec
 except ImportError:  # pragma: no cover - scipy moved it
     csc_matvec = None
@@ -117,31 +116,6 @@ class Scratch:
             self._free.extend(a if a.base is None else a.base for a in arrays)
 
 
-def _matvec(
-    indptr: np.ndarray,
-    rows: np.ndarray,
-    values: np.ndarray,
-    weights: np.ndarray,
-    ones: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """out[rows[indptr[v]:indptr[v+1]]] += weight, for each (v, weight) in the order given
-    (values descending). uint16 rows (a dense indicator's classes) take the compiled loop."""
-    if rows.dtype == np.uint16:
-        scatter_add(indptr, rows, values, weights, out)
-        return
-    starts, ends = indptr[values], indptr[values + 1]
-    if csc_matvec is None:
-        docs = concat_ranges(rows, starts, ends)
-        out += np.bincount(docs, np.repeat(weights, ends - starts), minlength=len(out))
-        return
-    bounds = np.empty(2 * len(values), dtype=indptr.dtype)
-    bounds[0::2], bounds[1::2] = starts, ends
-    column = np.zeros(2 * len(values) - 1)
-    column[0::2] = weights
-    csc_matvec(len(out), len(column), bounds, rows, ones, column, out)
-
-
 def _sorted(terms: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One indicator's clauses as (values, weights), values descending."""
     if len(terms) == 1:  # distinct ascending values (a lookup's np.unique): reversed is sorted
@@ -164,7 +138,7 @@ def _grouped(ind: IndicatorIndex, values: np.ndarray) -> bool:
 
 
 def accumulate(
-    plan: Plan, indicators: list[IndicatorIndex], n: int, ones: np.ndarray, scratch: Scratch
+    plan: Plan, indicators: list[IndicatorIndex], n: int, scratch: Scratch
 ) -> np.ndarray:
     """float64 score per document (unrounded), in a buffer of `scratch` (to give back).
 
@@ -184,7 +158,7 @@ def accumulate(
             classes = ind.classes
             assert classes is not None
             sums = scratch.zeros(classes.count)
-            _matvec(classes.indptr, classes.members, values, weights, ones, sums)
+            scatter_add(*classes.postings, values, weights, sums)
             scores = scratch.empty(n)
             np.take(
                 sums, classes.of, out=scores[: len(classes.of)], mode="clip"
@@ -194,7 +168,7 @@ def accumulate(
             continue
         if scores is None:
             scores = scratch.zeros(n)
-        _matvec(ind.indptr, ind.docs, values, weights, ones, scores)
+        scatter_add(*ind.postings, values, weights, scores)
     if scores is None:
         scores = scratch.zeros(n)
     if plan.postings:

@@ -29,12 +29,12 @@ class Generations:
     period_s: float
 
     @property
-    def lead_s(self) -> float:
-        return min(20.0, self.period_s / 2)
+    def lead_s(self) -> float:  # a join: ~3 s on Tansu (session timeout / 2), Kafka's first 3 s
+        return min(8.0, self.period_s / 2)
 
     @property
-    def grace_s(self) -> float:
-        return min(15.0, self.period_s / 2)
+    def grace_s(self) -> float:  # the producers' linger, clocks of machines that differ
+        return min(5.0, self.period_s / 2)
 
     @property
     def keep_s(self) -> float:

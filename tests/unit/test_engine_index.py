@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from crossrec.core.idmap import IdMap
 from crossrec.core.model import Correlators
-from crossrec.query import scoring
 from crossrec.query.history import recent, round_robin
-from crossrec.query.index import Ids, IndicatorIndex, PropertyIndex, keywords
+from crossrec.query.index import Ids, IndicatorIndex, Postings, PropertyIndex, keywords
+from crossrec.query.kernels import scatter_add
 
 
 @settings(max_examples=100, deadline=None)
@@ -85,9 +85,9 @@ def test_recent_with_times_merges_aliases_and_takes_the_newest():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 40))
 def test_a_dense_indicator_sums_per_class_exactly_as_per_document(seed, n_query):
-    """Documents sharing a correlator set form classes (uint16 postings, the compiled scatter);
-    a query's per-class sums, copied to the documents, have the bits of the per-document sums
-    (scipy's int32 path) and of a plain loop over the values in descending order."""
+    """Documents sharing a correlator set form classes; a query's per-class sums, copied to the
+    documents, have the bits of the per-document sums and of a plain loop over the values in
+    descending order."""
     rng = np.random.default_rng(seed)
     profiles = [rng.choice(60, int(rng.integers(3, 20)), replace=False) for _ in range(50)]
     rows = [profiles[int(p)] for p in rng.integers(0, 50, 2000)]
@@ -97,15 +97,14 @@ def test_a_dense_indicator_sums_per_class_exactly_as_per_document(seed, n_query)
     vocabulary = IdMap.build([f"c{k}" for k in range(60)])[0]
     correlators = Correlators("cat", vocabulary, indptr, indices, np.ones(len(indices), np.float32))
     index = IndicatorIndex(correlators, len(rows))
-    assert index.classes is not None and index.classes.members.dtype == np.uint16
+    assert index.classes is not None
     values = np.sort(rng.choice(60, min(n_query, 60), replace=False))[::-1]
     weights = rng.random(len(values)) * 3
-    ones = np.ones(len(index.docs))
 
     per_class = np.zeros(index.classes.count)
-    scoring._matvec(index.classes.indptr, index.classes.members, values, weights, ones, per_class)
+    scatter_add(*index.classes.postings, values, weights, per_class)
     per_doc = np.zeros(len(rows))
-    scoring._matvec(index.indptr, index.docs, values, weights, ones, per_doc)
+    scatter_add(*index.postings, values, weights, per_doc)
     expected = np.zeros(len(rows))
     for v, w in zip(values.tolist(), weights.tolist(), strict=True):
         for d, row in enumerate(rows):
@@ -113,3 +112,26 @@ def test_a_dense_indicator_sums_per_class_exactly_as_per_document(seed, n_query)
                 expected[d] += w
     assert per_doc.tolist() == expected.tolist()
     assert per_class[index.classes.of].tolist() == expected.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 300_000))
+def test_postings_span_blocks_of_65536_rows(seed, n_rows):
+    """Postings keep 2-byte row offsets per block of 65,536 rows: the rows of any values, and a
+    weighted scatter over them, are those of the plain (value, row) pairs, in order."""
+    rng = np.random.default_rng(seed)
+    n_values = int(rng.integers(1, 50))
+    pairs = np.unique(rng.integers(0, n_values * n_rows, int(rng.integers(0, 5000))))
+    values, rows = pairs // n_rows, pairs % n_rows  # sorted by value, then row
+    postings = Postings.build(values, rows, n_values, n_rows)
+    assert postings.counts.tolist() == np.bincount(values, minlength=n_values).tolist()
+    asked = rng.choice(n_values, int(rng.integers(1, n_values + 1)), replace=False)
+    assert postings.rows(asked).tolist() == [
+        int(r) for v in asked.tolist() for r in rows[values == v]
+    ]
+    weights = rng.random(len(asked))
+    out, expected = np.zeros(n_rows), np.zeros(n_rows)
+    scatter_add(*postings, asked, weights, out)
+    for v, w in zip(asked.tolist(), weights.tolist(), strict=True):
+        expected[rows[values == v]] += w
+    assert out.tolist() == expected.tolist()
