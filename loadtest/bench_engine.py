@@ -35,7 +35,7 @@ from crossrec.core.events import format_time
 from crossrec.core.idmap import IdMap
 from crossrec.core.model import Correlators, Model
 from crossrec.core.query import Query
-from crossrec.query.engine import Engine
+from crossrec.query.engine import Engine, keep_out_of_gc
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 HISTORY_CAP = 500  # newest distinct targets per user and event, as ingest keeps them in Redis
@@ -232,6 +232,7 @@ def run(name: str, n: int) -> dict:
     started = time.perf_counter()
     engine = Engine(model)
     build_s = time.perf_counter() - started
+    keep_out_of_gc()  # as the query service does once a model is live
     rss_engine = rss_mb() - rss_before
     queries = workload(model, histories, rules, n + 200)
     for _, q, h in queries[:200]:

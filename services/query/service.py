@@ -32,7 +32,7 @@ from crossrec.core.config import parse_engine_config
 from crossrec.core.query import InvalidQuery, Query, parse_query
 from crossrec.query import history as hist
 from crossrec.query.codec import decode_request, encode_response
-from crossrec.query.engine import Engine
+from crossrec.query.engine import Engine, keep_out_of_gc
 from crossrec.query.es_engine import ElasticsearchEngine, engine_kind
 from crossrec.rpc.protocol import RECOMMEND, Code, Request, RpcError
 from crossrec.rpc.server import RpcServer
@@ -163,6 +163,7 @@ class QueryService:
             props = await self.store.item_properties(app, changed)
             await _maybe(engine.update_many({item: props.get(item) for item in changed}))
             self.live[app] = LiveModel(version, engine, *history_reads(engine))  # the swap
+            keep_out_of_gc()
         finally:
             del self._changed_while_loading[app]
         log.info("app %s: model %s live in %.2f s", app, version, time.perf_counter() - started)

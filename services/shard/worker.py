@@ -25,6 +25,7 @@ from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
 from crossrec.core.query import InvalidQuery
+from crossrec.query.engine import keep_out_of_gc
 from crossrec.query.sharding import ClusterWorker
 from crossrec.rpc.protocol import Code, RpcError
 from crossrec.rpc.server import RpcServer
@@ -164,6 +165,7 @@ class ShardWorker:
             now = time.monotonic()
             self.retired.update((v, now) for v in self.held if v not in self.retired)
             self.held[version] = worker  # from here sub-queries naming it are answered
+            keep_out_of_gc()
             self._forget(now)
             await ver.mark_ready(self.store.redis, self.app, version, self.cluster)
             log.info(
