@@ -62,8 +62,7 @@ class RpcClient:
         # generation's topics known to exist, those being created, each base's partition count
         period = settings.rpc_request_topic_seconds
         self._generations = Generations(period) if period > 0 else None
-        self._generation = -1
-        self._existing: set[str] = set()
+        self._existing: dict[str, int] = {}  # topic -> its generation
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._partitions: dict[str, int] = {}
 
@@ -195,9 +194,10 @@ class RpcClient:
                 )
                 creating.add_done_callback(lambda _: self._creating.pop(topic, None))
             await asyncio.shield(creating)
-            if generation != self._generation:  # the producer stops tracking older ones
-                self._generation, self._existing = generation, set()
-            self._existing.add(topic)
+            # the producer stops tracking generations before the last one: not the last one, whose
+            # final batches may still wait to be sent (untracked, they would fail)
+            self._existing = {t: g for t, g in self._existing.items() if g >= generation - 1}
+            self._existing[topic] = generation
             self.producer.client.set_topics(list(self._existing))
         return topic
 
@@ -229,11 +229,21 @@ class RpcClient:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
         try:
-            await self.producer.send(topic, body, headers=request.headers())
+            delivery = await self.producer.send(topic, body, headers=request.headers())
         except BaseException:
             self._waiting.pop(correlation_id, None)
             raise
+        delivery.add_done_callback(lambda sent: self._undelivered(sent, correlation_id))
         return correlation_id, future
+
+    def _undelivered(self, sent: asyncio.Future, correlation_id: str) -> None:
+        """A request the broker did not take fails now (UNAVAILABLE), not at its deadline."""
+        if sent.cancelled() or sent.exception() is None:
+            return
+        future = self._waiting.pop(correlation_id, None)
+        if future is not None and not future.done():
+            error = RpcError(Code.UNAVAILABLE, f"request not delivered: {sent.exception()!r}")
+            future.set_exception(error)
 
     async def call(
         self, method: str, body: bytes, timeout: float = 5.0, content_type: str = PROTOBUF
@@ -270,7 +280,11 @@ class RpcClient:
             timeout = max(0.0, (deadline_ms - now_ms()) / 1000)
             if sent:
                 await asyncio.wait([f for _, f in sent.values()], timeout=timeout)
-            return {k: f.result() for k, (_, f) in sent.items() if f.done() and not f.cancelled()}
+            return {  # an undelivered request (its future failed) counts as unanswered
+                k: f.result()
+                for k, (_, f) in sent.items()
+                if f.done() and not f.cancelled() and f.exception() is None
+            }
         finally:
             for correlation_id, _ in sent.values():
                 self._waiting.pop(correlation_id, None)
