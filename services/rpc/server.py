@@ -168,7 +168,7 @@ class RpcServer:
         )
         if generation is None:
             await consumer.start()
-        task = asyncio.create_task(self._poll(consumer, started=generation is None))
+        task = asyncio.create_task(self._poll(consumer, generation))
         self._readers[generation] = (consumer, task)
 
     def _leave(self, generation: int | None) -> None:
@@ -185,10 +185,19 @@ class RpcServer:
             await reader
         await consumer.stop()
 
-    async def _poll(self, consumer: AIOKafkaConsumer, started: bool) -> None:
-        """Consume one topic's requests until cancelled."""
-        if not started:
-            await consumer.start()
+    async def _poll(self, consumer: AIOKafkaConsumer, generation: int | None) -> None:
+        """Consume one topic's requests until cancelled. A generation's consumer starts here;
+        if that fails, the next round of _follow_generations starts another."""
+        if generation is not None:
+            try:
+                await consumer.start()
+            except Exception:
+                log.exception("could not start reading request generation %d", generation)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                if self._readers.get(generation, (None,))[0] is consumer:
+                    del self._readers[generation]
+                return
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=200)

@@ -8,8 +8,9 @@ import dataclasses
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 from crossrec import settings as config
 from crossrec.adapters.kafka import TopicSpec, create_topics
@@ -241,3 +242,32 @@ async def test_request_topics_are_replaced_without_losing_requests(stack: config
             assert topic_of(topic, gens.at(now_ms())) in await admin.list_topics()
         finally:
             await admin.close()
+
+
+async def test_a_generation_whose_reader_fails_to_start_is_read_again(
+    stack: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's reader of a new generation may fail to start (the broker is briefly away): it
+    logs, and the next round starts another, so the server serves on (injected failure: the
+    first start of a generation's consumer raises; the broker is real)."""
+    short = dataclasses.replace(stack, rpc_request_topic_seconds=3.0)
+    real_start = AIOKafkaConsumer.start
+    failed: list[str] = []
+
+    async def flaky_start(self: AIOKafkaConsumer) -> None:
+        if not failed and ".g" in (self._group_id or ""):
+            failed.append(self._group_id)
+            raise KafkaConnectionError("injected: broker away")
+        await real_start(self)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", flaky_start)
+    async with (
+        echo_server(short) as (_, topic),
+        RpcClient(short, request_topic=topic) as client,
+    ):
+        gens = Generations(3.0)
+        first = gens.at(now_ms())
+        while gens.at(now_ms()) < first + 3:
+            assert await client.call(ECHO, b"on", timeout=15) == b"on"
+            await asyncio.sleep(0.3)
+    assert len(failed) == 1
