@@ -1,5 +1,8 @@
 """The serving side of gRPC-over-Kafka: one consumer group on the request topic, a handler per
-method, replies produced to each request's reply-to topic and partition.
+method, replies produced to each request's reply-to topic and partition. With request-topic
+generations (crossrec.rpc.generations) the server reads each generation's topic in that
+generation's group, from shortly before it starts to shortly after it ends, and deletes the topics
+of generations long over.
 
 Requests whose deadline has passed are dropped unanswered (the client has given up). A handler
 raises RpcError for a non-OK status; any other exception becomes INTERNAL: the server never dies
