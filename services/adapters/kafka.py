@@ -67,6 +67,13 @@ async def create_topics(settings: Settings, topics: tuple[TopicSpec, ...] = TOPI
         await admin.close()
 
 
+async def create_topic(admin: AIOKafkaAdminClient, name: str, partitions: int) -> None:
+    """Create one topic through a running admin client; one that exists already is left as is
+    (several servers and clients create the same request-topic generation)."""
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+
+
 async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     """Return once the broker answers metadata requests."""
     deadline = asyncio.get_running_loop().time() + timeout

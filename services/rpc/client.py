@@ -20,11 +20,15 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from crossrec.adapters.kafka import CONSUMER_SETTINGS, StickyPartitioner, make_producer
+from crossrec.adapters.kafka import (
+    CONSUMER_SETTINGS,
+    StickyPartitioner,
+    create_topic,
+    make_producer,
+)
 from crossrec.rpc.generations import Generations, topic_of
 from crossrec.rpc.protocol import JSON, PROTOBUF, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
@@ -58,8 +62,9 @@ class RpcClient:
         self._last_deadline = 0
         self._earlier: dict[str, int] = {}
         self._next_topic: str | None = None
-        # request topics are replaced by generations (crossrec.rpc.generations): the current
-        # generation's topics known to exist, those being created, each base's partition count
+        # request topics are replaced by generations (crossrec.rpc.generations): the topics of
+        # this generation and the last known to exist (the producer tracks just these), those
+        # being created, each base's partition count
         period = settings.rpc_request_topic_seconds
         self._generations = Generations(period) if period > 0 else None
         self._existing: dict[str, int] = {}  # topic -> its generation
@@ -106,7 +111,7 @@ class RpcClient:
         task.add_done_callback(self._tasks.discard)
 
     async def _create(self, topic: str) -> None:
-        await self.admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        await create_topic(self.admin, topic, 1)
 
     async def _assign(self) -> None:
         """Read the current and earlier reply topics, each from where it was (a new one from its
@@ -204,10 +209,7 @@ class RpcClient:
     async def _create_request_topic(self, base: str, topic: str) -> None:
         if base not in self._partitions:
             self._partitions[base] = len(await self.producer.partitions_for(base))
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await self.admin.create_topics(
-                [NewTopic(topic, num_partitions=self._partitions[base], replication_factor=1)]
-            )
+        await create_topic(self.admin, topic, self._partitions[base])
 
     async def _send(
         self, base: str, method: str, body: bytes, deadline_ms: int, content_type: str

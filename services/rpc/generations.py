@@ -71,6 +71,6 @@ def group_of(group: str, generation: int | None) -> str:
     return group if generation is None else f"{group}.g{generation}"
 
 
-def current(settings_period_s: float, now_ms: int) -> int | None:
+def current(period_s: float, now_ms: int) -> int | None:
     """The generation of this moment, None without generations (period 0)."""
-    return Generations(settings_period_s).at(now_ms) if settings_period_s > 0 else None
+    return Generations(period_s).at(now_ms) if period_s > 0 else None

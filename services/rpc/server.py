@@ -24,10 +24,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
-from crossrec.adapters.kafka import CONSUMER_SETTINGS, make_producer
+from crossrec.adapters.kafka import CONSUMER_SETTINGS, create_topic, make_producer
 from crossrec.rpc.generations import Generations, group_of, topic_of
 from crossrec.rpc.protocol import METHOD, Code, Reply, Request, RpcError, now_ms
 from crossrec.settings import Settings
@@ -148,10 +147,7 @@ class RpcServer:
 
     async def _create(self, topic: str) -> None:
         assert self._admin is not None and self._partitions is not None
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await self._admin.create_topics(
-                [NewTopic(topic, num_partitions=self._partitions, replication_factor=1)]
-            )
+        await create_topic(self._admin, topic, self._partitions)
 
     async def _read(self, generation: int | None) -> None:
         """Start reading a generation's topic (or the topic itself) in its own group: the topic
