@@ -37,7 +37,7 @@ def _crc_table() -> np.ndarray:
     return table
 
 
-_CRC = _crc_table()
+CRC_TABLE = _crc_table()
 
 
 def crc32_many(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def crc32_many(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
         count = int(np.searchsorted(negative, -j, side="left"))
         head = crc[:count]
         byte = data[starts[:count] + j]
-        crc[:count] = _CRC[(head ^ byte) & 0xFF] ^ (head >> 8)
+        crc[:count] = CRC_TABLE[(head ^ byte) & 0xFF] ^ (head >> 8)
     out = np.empty_like(crc)
     out[order] = crc ^ np.uint32(0xFFFFFFFF)
     return out

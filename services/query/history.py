@@ -32,6 +32,12 @@ def recent(
         ]  # the first `cap`, without copying a long history
         counts = round_robin([len(c) for c in chosen], budget)
         return [list(dict.fromkeys(c[:n])) for c, n in zip(chosen, counts, strict=True)]
+    if all(len(parts) <= 1 for parts in streams):  # one alias each: already newest first
+        heads = [
+            parts[0][0][:cap] if parts else [] for parts, cap in zip(streams, caps, strict=True)
+        ]
+        if sum(map(len, heads)) <= budget:
+            return [list(dict.fromkeys(targets)) for targets in heads]
     timed: list[list[tuple[int, str]]] = []  # per indicator: (time, target), newest first
     for parts, cap in zip(streams, caps, strict=True):
         merged = heapq.merge(

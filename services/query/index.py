@@ -14,7 +14,6 @@ n_fv = documents whose f holds v — over the whole catalogue (crossrec decision
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from crossrec.core.idmap import IdMap, crc32_many
+from crossrec.core.idmap import CRC_TABLE, IdMap, crc32_many
 from crossrec.core.model import Correlators
 from crossrec.query import kernels
 
@@ -30,7 +29,6 @@ EMPTY = np.zeros(0, dtype=np.int32)
 DENSE = 2  # postings per document from which an indicator may score over classes
 BLOCK = 2**16  # rows per block of Postings (a uint16 offset each)
 SMALL = 4096  # id maps up to this size look ids up in a dict
-FIXED_WIDTH = 24  # ids up to this many bytes are also kept as fixed-width bytes
 
 
 def idf(n_field: int, n_value: np.ndarray | int) -> np.ndarray:
@@ -54,17 +52,14 @@ def concat_ranges(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
 class Ids:
     """Id strings of an IdMap: `index(keys)` for many keys at once, `ids(indices)` back.
 
-    Lookups hash each key once (CRC-32, as the IdMap does), find it by binary search in the
-    sorted CRCs and confirm it byte for byte, all vectorised; ids whose CRC another id shares
-    (a few per million) take a slow path. Short ids are also kept as fixed-width bytes (at most
-    FIXED_WIDTH per id), which confirms a match in one comparison; a small map (at most
-    SMALL ids, e.g. categories) is a dict, faster than any vectorised lookup."""
+    Lookups hash each key (CRC-32, as the IdMap does), find it by binary search in the sorted
+    CRCs and confirm it byte for byte (every id sharing its CRC, a few per million), in one
+    compiled loop over the joined keys (kernels.find_ids); a small map (at most SMALL ids, e.g.
+    categories) is a dict, faster still."""
 
-    __slots__ = (
-        "_bytes", "_crc", "_data", "_fixed", "_lengths", "_offsets", "_perm", "_shared", "_small",
-    )  # fmt: skip
+    __slots__ = ("_bytes", "_crc", "_data", "_heads", "_offsets", "_perm", "_small")
 
-    def __init__(self, ids: IdMap) -> None:
+    def __init__(self, ids: IdMap, dict_up_to: int = SMALL) -> None:
         arr = ids.to_arrow()
         _, offsets_buf, data_buf = arr.buffers()
         width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
@@ -74,85 +69,44 @@ class Ids:
         self._data = bytes(data_buf) if data_buf is not None else b""
         self._bytes = np.frombuffer(self._data, dtype=np.uint8)
         self._offsets = offsets
-        self._lengths = np.diff(offsets)
-        crc = crc32_many(self._bytes, offsets[:-1], self._lengths)
+        crc = crc32_many(self._bytes, offsets[:-1], np.diff(offsets))
         self._perm = np.argsort(crc, kind="stable").astype(np.int32)
         self._crc = crc[self._perm]
-        self._shared = frozenset(self._crc[1:][self._crc[1:] == self._crc[:-1]].tolist())
-        n, longest = len(offsets) - 1, int(self._lengths.max(initial=0))
-        self._small = {k: i for i, k in enumerate(self.ids(range(n)))} if n <= SMALL else None
-        self._fixed = None
-        if 0 < longest <= FIXED_WIDTH:  # numpy's bytes drop trailing NULs: lengths compared too
-            fixed = np.zeros((n, longest), dtype=np.uint8)
-            row = np.repeat(np.arange(n), self._lengths)
-            first = int(offsets[0])
-            column = np.arange(len(row)) - (offsets[row] - first)
-            fixed[row, column] = self._bytes[first : first + len(row)]
-            self._fixed = fixed.view(f"S{longest}").ravel()
+        tops = np.arange((1 << kernels.HEAD_BITS) + 1, dtype=np.int64) << (32 - kernels.HEAD_BITS)
+        self._heads = np.searchsorted(self._crc, tops).astype(np.int64)
+        n = len(offsets) - 1
+        self._small = {k: i for i, k in enumerate(self.ids(range(n)))} if n <= dict_up_to else None
 
     def __len__(self) -> int:
         return len(self._perm)
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays held (the copy of the id bytes included)."""
-        fixed = [] if self._fixed is None else [self._fixed]
-        return [self._bytes, self._offsets, self._lengths, self._perm, self._crc, *fixed]
+        return [self._bytes, self._offsets, self._perm, self._crc, self._heads]
 
     def index(self, keys: Sequence[str]) -> np.ndarray:
         """int64 index of each key, -1 for unknown ones."""
         if self._small is not None:
             get = self._small.get
             return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        out = np.full(len(keys), -1, dtype=np.int64)
-        if not len(keys) or not len(self._perm):
-            return out
-        raw = [k.encode() for k in keys]
-        if len(raw) <= 8:  # a few keys: numpy's per-call overhead would dominate
-            for j, key in enumerate(raw):
-                out[j] = self._scan(key, zlib.crc32(key))
-            return out
-        crc = np.fromiter(map(zlib.crc32, raw), dtype=np.uint32, count=len(raw))
-        at = np.minimum(np.searchsorted(self._crc, crc), len(self._crc) - 1)
-        if self._fixed is not None:  # every key checked at once: fewer numpy calls
-            cand = self._perm[at].astype(np.int64)
-            same = self._crc[at] == crc
-            same &= self._lengths[cand] == np.fromiter(map(len, raw), np.int64, len(raw))
-            same &= self._fixed[cand] == np.array(raw, dtype=self._fixed.dtype)  # longer: cut
-            out = np.where(same, cand, -1)
-            return self._shared_crcs(out, raw, crc)
-        found = np.flatnonzero(self._crc[at] == crc)
-        cand = self._perm[at[found]].astype(np.int64)
-        sizes = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))[found]
-        same = self._lengths[cand] == sizes
-        found, cand, sizes = found[same], cand[same], sizes[same]
-        total = int(sizes.sum())
-        if total:
-            query = np.frombuffer(b"".join([raw[j] for j in found.tolist()]), dtype=np.uint8)
-            first = np.cumsum(sizes) - sizes
-            position = np.arange(total) + np.repeat(self._offsets[cand] - first, sizes)
-            wrong = self._bytes[position] != query
-            same = np.bincount(np.repeat(np.arange(len(found)), sizes), wrong, len(found)) == 0
-            found, cand = found[same], cand[same]
-        out[found] = cand
-        return self._shared_crcs(out, raw, crc)
-
-    def _shared_crcs(self, out: np.ndarray, raw: list[bytes], crc: np.ndarray) -> np.ndarray:
-        """Keys not found whose CRC several ids share: the slow path."""
-        if self._shared:
-            for j in np.flatnonzero(out < 0).tolist():
-                if int(crc[j]) in self._shared:
-                    out[j] = self._scan(raw[j], int(crc[j]))
-        return out
-
-    def _scan(self, key: bytes, crc: int) -> int:
-        """The index of one key: every id with its CRC, compared byte for byte."""
-        at = int(self._crc.searchsorted(np.uint32(crc)))
-        while at < len(self._crc) and int(self._crc[at]) == crc:
-            i = int(self._perm[at])
-            if self._data[int(self._offsets[i]) : int(self._offsets[i + 1])] == key:
-                return i
-            at += 1
-        return -1
+        joined = "".join(keys).encode()
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        if len(joined) != lengths.sum():  # not all ASCII: characters are not bytes
+            raw = [k.encode() for k in keys]
+            joined = b"".join(raw)
+            lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+        starts = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return kernels.find_ids(
+            CRC_TABLE,
+            self._crc,
+            self._heads,
+            self._perm,
+            self._bytes,
+            self._offsets,
+            joined,
+            starts,
+        )
 
     def id(self, i: int) -> str:
         return self._data[int(self._offsets[i]) : int(self._offsets[i + 1])].decode()

@@ -16,24 +16,24 @@ from crossrec.query.kernels import scatter_add
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.lists(st.text(min_size=0, max_size=8), unique=True, max_size=60),
+    st.lists(st.text(min_size=0, max_size=8), unique=True, min_size=1, max_size=60),
     st.lists(st.text(max_size=8), max_size=30),
+    st.sampled_from(["dict", "compiled"]),
 )
-def test_ids_find_exactly_the_known_ids(known, probes):
-    ids = Ids(IdMap.build(known)[0]) if known else None
-    if ids is None:
-        return
+def test_ids_find_exactly_the_known_ids(known, probes, lookup):
+    ids = Ids(IdMap.build(known)[0], dict_up_to=4096 if lookup == "dict" else 0)
     order = list(IdMap.build(known)[0])
-    keys = [*known, *probes]
+    keys = [*known, *probes]  # any text: empty, NUL, non-ASCII
     expected = [order.index(k) if k in known else -1 for k in keys]
-    assert ids.index(keys).tolist() == expected  # the vectorised path
-    assert [int(ids.index([k])[0]) for k in keys] == expected  # the few-keys path
+    assert ids.index(keys).tolist() == expected
+    assert [int(ids.index([k])[0]) for k in keys] == expected
+    assert ids.index([]).tolist() == []
     assert ids.ids(range(len(order))) == order and ids.id(0) == order[0]
 
 
 def test_ids_that_share_a_crc():
     known = ["plumless", "buckeroo", *(f"x{k}" for k in range(20))]  # the first two: one CRC-32
-    ids = Ids(IdMap.build(known)[0])
+    ids = Ids(IdMap.build(known)[0], dict_up_to=0)
     order = list(IdMap.build(known)[0])
     keys = ["buckeroo", "plumless", *(f"x{k}" for k in range(12)), "plumles"]
     assert ids.index(keys).tolist() == [order.index(k) if k in known else -1 for k in keys]
@@ -80,6 +80,24 @@ def test_recent_with_times_merges_aliases_and_takes_the_newest():
     untimed = [[(t, None) for t, _ in parts] for parts in streams]
     assert recent(untimed, [3, 5], 4) == [["a", "b"], ["e", "f"]]
     assert recent([[(["a", "a", "b"], None)]], [3], 10) == [["a", "b"]]  # capped, then distinct
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 50), st.sampled_from("abcdefgh")), max_size=12)),
+    st.data(),
+)
+def test_recent_one_alias_each_as_the_general_merge(indicators, data):
+    """With one timed alias per indicator `recent` skips the merge; the result is the same as
+    with a second, empty alias (which takes the general path)."""
+    streams = []
+    for events in indicators:
+        events = sorted(events, key=lambda e: -e[0])  # newest first, as Redis gives them
+        streams.append([([x for _, x in events], [t for t, _ in events])])
+    caps = [data.draw(st.integers(1, 8)) for _ in streams]
+    budget = data.draw(st.integers(1, 30))
+    with_empty = [[*parts, ([], [])] for parts in streams]
+    assert recent(streams, caps, budget) == recent(with_empty, caps, budget)
 
 
 @settings(max_examples=40, deadline=None)
