@@ -322,7 +322,8 @@ def _members_and_times(reply: list) -> tuple[list[str], list[int]]:
     """A ZREVRANGE WITHSCORES reply as hiredis parsed it: [member, score] pairs (RESP3, redis-py's
     default) or member, score, member, ... (RESP2)."""
     if reply and isinstance(reply[0], list):
-        return [m for m, _ in reply], [int(t) for _, t in reply]
+        members, times = zip(*reply, strict=True)
+        return list(members), list(map(int, times))
     return reply[0::2], [int(float(t)) for t in reply[1::2]]
 
 

@@ -14,6 +14,8 @@ import heapq
 from collections.abc import Mapping, Sequence
 from itertools import chain, islice
 
+import numpy as np
+
 from crossrec.core.config import EngineConfig
 from crossrec.core.query import InvalidQuery
 
@@ -33,11 +35,7 @@ def recent(
         counts = round_robin([len(c) for c in chosen], budget)
         return [list(dict.fromkeys(c[:n])) for c, n in zip(chosen, counts, strict=True)]
     if all(len(parts) <= 1 for parts in streams):  # one alias each: already newest first
-        heads = [
-            parts[0][0][:cap] if parts else [] for parts, cap in zip(streams, caps, strict=True)
-        ]
-        if sum(map(len, heads)) <= budget:
-            return [list(dict.fromkeys(targets)) for targets in heads]
+        return _newest_of_single_aliases(streams, caps, budget)
     timed: list[list[tuple[int, str]]] = []  # per indicator: (time, target), newest first
     for parts, cap in zip(streams, caps, strict=True):
         merged = heapq.merge(
@@ -52,6 +50,28 @@ def recent(
             counts[k] += 1
         timed = [events[:c] for events, c in zip(timed, counts, strict=True)]
     return [list(dict.fromkeys(x for _, x in events)) for events in timed]
+
+
+def _newest_of_single_aliases(
+    streams: Sequence[Sequence[tuple[Sequence[str], Sequence[int] | None]]],
+    caps: Sequence[int],
+    budget: int,
+) -> list[list[str]]:
+    """`recent` when each indicator has at most one (timed) alias: no merge; over the budget, the
+    newest events over all indicators by one stable sort (ties: indicator order, position)."""
+    heads = [
+        (parts[0][0][:cap], parts[0][1][:cap]) if parts else ([], [])  # type: ignore[index]
+        for parts, cap in zip(streams, caps, strict=True)
+    ]
+    lengths = [len(targets) for targets, _ in heads]
+    if sum(lengths) > budget:
+        stamps = np.concatenate([np.asarray(t, dtype=np.float64) for _, t in heads])
+        newest = np.argsort(-stamps, kind="stable")[:budget]
+        owner = np.repeat(np.arange(len(heads)), lengths)
+        lengths = np.bincount(owner[newest], minlength=len(heads)).tolist()
+    return [
+        list(dict.fromkeys(targets[:n])) for (targets, _), n in zip(heads, lengths, strict=True)
+    ]
 
 
 def round_robin(lengths: Sequence[int], budget: int) -> list[int]:
