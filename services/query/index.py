@@ -232,7 +232,7 @@ class Classes(NamedTuple):
         seen: dict[bytes, int] = {}
         of = np.fromiter(
             (seen.setdefault(data[a:b], len(seen)) for a, b in zip(starts, ends, strict=True)),
-            dtype=np.intp,  # np.take's fast path
+            dtype=np.intp,  # kernels.gather indexes with intp
             count=n_docs,
         )
         _, lead = np.unique(of, return_index=True)  # each class's first document

@@ -10,7 +10,7 @@ same terms in another order tie exactly).
 A dense indicator (few values, each held by thousands of documents, as categories) dominates:
 ~500k postings a query on The Complete Journey. Documents with the same correlator set share
 a class (index.Classes: a third fewer postings there); the lead indicator's sum is made per
-class when that touches fewer postings, then copied to the documents with one np.take. Score
+class when that touches fewer postings, then copied to the documents (kernels.gather). Score
 buffers are reused (Scratch) instead of allocated per query.
 
 The page needs only the best `from + num` documents: a threshold (the k-th highest of the maxima
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossrec.query.index import IndicatorIndex
-from crossrec.query.kernels import scatter_add
+from crossrec.query.kernels import gather, scatter_add
 
 try:  # the C loop behind scipy.sparse's matrix-vector product; np.add.at as a fallback
     from scipy.sparse._sparsetools import csc_matvec
@@ -160,10 +160,7 @@ def accumulate(
             sums = scratch.zeros(classes.count)
             scatter_add(*classes.postings, values, weights, sums)
             scores = scratch.empty(n)
-            np.take(
-                sums, classes.of, out=scores[: len(classes.of)], mode="clip"
-            )  # "raise": 10x slower
-            scores[len(classes.of) :] = 0  # documents added after training
+            gather(sums, classes.of, scores)  # documents added after training: 0
             scratch.give(sums)
             continue
         if scores is None:
