@@ -46,6 +46,12 @@ CONSUMER_SETTINGS = {
     "fetch_max_wait_ms": 25,
 }
 
+# Broadcast topics (model-updates, item-changes) carry a few records a minute, and their news may
+# wait a moment (the UR's Elasticsearch shows a change after its 1 s refresh). Tansu answers a
+# fetch with nothing new only when its wait is over, so an idle consumer costs the broker
+# 1000 / fetch_max_wait_ms fetches a second: 40 at 25 ms, 4 at this.
+BROADCAST_FETCH_WAIT_MS = 250
+
 NDJSON = b"application/x-ndjson"
 
 
@@ -129,7 +135,9 @@ async def follow_broadcast(
     failing record is logged and skipped."""
     topic = settings.topic(topic_name)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **CONSUMER_SETTINGS
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": BROADCAST_FETCH_WAIT_MS},
     )
     await consumer.start()
     try:

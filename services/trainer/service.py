@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from crossrec import settings as config
-from crossrec.adapters.kafka import CONSUMER_SETTINGS
+from crossrec.adapters.kafka import BROADCAST_FETCH_WAIT_MS, CONSUMER_SETTINGS
 from crossrec.core.config import ConfigError
 from crossrec.stack import health
 from crossrec.trainer.jobs import run_training, saved_engine_config, summary
@@ -64,7 +64,7 @@ class TrainerService:
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id="crossrec-trainer",
             auto_offset_reset="latest",
-            **CONSUMER_SETTINGS,
+            **{**CONSUMER_SETTINGS, "fetch_max_wait_ms": BROADCAST_FETCH_WAIT_MS},  # debounced
         )
         await consumer.start()
         beat = asyncio.create_task(self._heartbeat())
