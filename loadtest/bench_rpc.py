@@ -1,7 +1,7 @@
 """Recommend over the broker against a bare echo request/reply on the same broker and settings.
 
-    .venv/bin/python -m loadtest.bench_rpc [--rate 1000 | --rates 50,100,150] [--seconds 30]
-                                           [--warmup 5] [--query-processes 2]
+    .venv/bin/python -m loadtest.bench_rpc [--rate 1000 | --rates 50,100,150] [--seconds 40]
+                                           [--warmup 5] [--query-processes 2] [--timeline FILE]
 
 It starts its own stack (`crossrec up` in a temporary CROSSREC_HOME: ingest and --query-processes
 query-service processes in one consumer group; no trainer service, whose debounced retrain on the
@@ -14,13 +14,15 @@ new items would land in the measured windows, and no gateway), streams the Compl
   topic's partition count; same client, server and event-loop code as the query path;
 - recommend: user queries for real households (history read from Redis) to the query service.
 
-Fairness: Tansu's in-memory storage slows down as its partitions fill, so an echo run before or
-after the recommend phase sees a different broker. The two are therefore interleaved in windows of
-10 s — echo, recommend, echo, ..., echo — each window after its own warm-up at the same rate (not
-measured: it lets the previous window's queue drain). Every recommend window sits between two echo
-windows and both kinds send the same number of requests, so they see the same broker on average;
-each recommend window is also compared with the mean of its two neighbours. `--seconds` is the
-measured time of each kind. p50/p99 per kind pool all its measured requests; ratios are
+Fairness: Tansu's in-memory storage slows down as its partitions fill (until the next request-
+topic generation or reply topic), so an echo run before or after the recommend phase sees a
+different broker. The two are therefore interleaved in windows of 10 s, each after its own warm-up
+at the same rate (not measured: it lets the previous window's queue drain), in blocks of four —
+echo, recommend, echo, recommend, then recommend, echo, recommend, echo (`schedule`) — so that
+both kinds cover every quarter of a 60 s generation equally (a fixed echo/recommend alternation
+of 15 s slots put every generation switch into the same kind's windows). Each recommend window is
+also compared with the mean of the nearest echo windows before and after it. `--seconds` is the
+measured time of each kind; multiples of 40 s balance the quarters exactly. p50/p99 per kind pool all its measured requests; ratios are
 recommend / echo. Each window also records the cores every role used (broker, query services,
 echo servers, load generator, other services). Results go to loadtest/results/rpc.json
 (rpc-RATE.json for another rate; rpc-sweep.json for --rates, each rate's windows in turn on the
@@ -106,19 +108,19 @@ async def run_phase(
     """Open loop: request n starts at n / rate, whatever the earlier ones are doing. The
     measured latencies (ms, after the warm-up) are under "latencies"; "cores" is the CPU each
     role used during the measured part."""
-    latencies: list[tuple[float, float]] = []  # (start offset, seconds)
+    latencies: list[tuple[float, float, float]] = []  # (start offset, seconds, epoch start)
     errors: dict[str, int] = {}
     tasks = []
 
     async def one(n: int, started: float) -> None:
-        t0 = time.perf_counter()
+        t0, at = time.perf_counter(), time.time()
         try:
             await call(n)
         except Exception as exc:
             kind = getattr(getattr(exc, "code", None), "name", type(exc).__name__)
             errors[kind] = errors.get(kind, 0) + 1
             return
-        latencies.append((t0 - started, time.perf_counter() - t0))
+        latencies.append((t0 - started, time.perf_counter() - t0, at))
 
     started = time.perf_counter()
     total = int(rate * (warmup + seconds))
@@ -133,7 +135,8 @@ async def run_phase(
     sent = time.perf_counter() - started  # how fast the generator kept up with the rate
     cores = CpuMeter.cores(cpu_from or meter.read(), meter.read())
     await asyncio.gather(*tasks)
-    values = sorted(lat * 1000 for t, lat in latencies if t >= warmup)
+    measured = [(at, lat * 1000) for t, lat, at in latencies if t >= warmup]
+    values = sorted(ms for _, ms in measured)
     return {
         "phase": name,
         "requests": len(values),
@@ -143,13 +146,20 @@ async def run_phase(
         "p99_ms": percentile(values, 0.99),
         "cores": cores,
         "latencies": values,
+        "timeline": sorted(measured),  # (epoch s at the start, ms) per request: --timeline
     }
 
 
 async def bench(
-    settings: config.Settings, rates: list[int], seconds: float, warmup: float, processes: int
+    settings: config.Settings,
+    rates: list[int],
+    seconds: float,
+    warmup: float,
+    processes: int,
+    timeline: list[dict] | None = None,
 ) -> list[dict]:
-    """One summary per rate, all on this stack, in the order given."""
+    """One summary per rate, all on this stack, in the order given; each measured request's
+    start and latency appended to `timeline` if given."""
     households = await load_data(settings)
     subprocess.run(
         [
@@ -200,16 +210,18 @@ async def bench(
             async def ask_recommend(n: int) -> object:
                 return await rec.recommend(APP, {"user": rnd.choice(households), "num": 20})
 
-            rounds = max(1, int(seconds // WINDOW))
+            asks = {"echo": ask_echo, "recommend": ask_recommend}
             for rate in rates:
                 windows = []
-                for _ in range(rounds):
-                    windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
-                    windows.append(
-                        await run_phase("recommend", ask_recommend, rate, WINDOW, warmup, meter)
-                    )
-                windows.append(await run_phase("echo", ask_echo, rate, WINDOW, warmup, meter))
+                for kind in schedule(max(1, int(seconds // WINDOW))):
+                    windows.append(await run_phase(kind, asks[kind], rate, WINDOW, warmup, meter))
                 results.append(summarize(windows, rate, warmup, processes))
+                if timeline is not None:
+                    timeline += [
+                        {"rate": rate, "kind": w["phase"], "t": round(at, 4), "ms": round(ms, 2)}
+                        for w in windows
+                        for at, ms in w["timeline"]
+                    ]
                 print(orjson.dumps({k: results[-1][k] for k in SHOWN}).decode(), flush=True)
     finally:
         for server in echo_servers:
@@ -217,6 +229,15 @@ async def bench(
         for server in echo_servers:
             server.wait(10)
     return results
+
+
+def schedule(per_kind: int) -> list[str]:
+    """The kinds of 2 * per_kind slots (a warm-up and a window each) in order: echo, recommend,
+    echo, recommend, then the other way round, and so on in blocks of four. With the default
+    warm-up a slot is 15 s, a quarter of a request-topic generation (60 s) and a multiple of the
+    reply topics' rotation (10 s): over every eight slots each kind fills each quarter of a
+    generation once, so neither meets more generation switches than the other."""
+    return [("echo", "recommend")[(k + k // 4) % 2] for k in range(2 * per_kind)]
 
 
 def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> dict:
@@ -245,12 +266,16 @@ def summarize(windows: list[dict], rate: int, warmup: float, processes: int) -> 
             "p50_ms": percentile(values, 0.5),
             "p99_ms": percentile(values, 0.99),
         }
-    compared = []  # each recommend window against the mean of the echo windows around it
-    for k in range(1, len(windows) - 1, 2):
-        before, rec, after = windows[k - 1], windows[k], windows[k + 1]
+    compared = []  # each recommend window against the mean of the nearest echo windows around it
+    echoes = [k for k, w in enumerate(windows) if w["phase"] == "echo"]
+    for k, rec in enumerate(windows):
+        if rec["phase"] != "recommend":
+            continue
+        near = [max((e for e in echoes if e < k), default=None)]
+        near.append(min((e for e in echoes if e > k), default=None))
         row: dict[str, float | None] = {}
         for q in ("p50_ms", "p99_ms"):
-            around = [w[q] for w in (before, after) if w[q] is not None]
+            around = [windows[e][q] for e in near if e is not None and windows[e][q] is not None]
             row[f"echo_{q}"] = round(sum(around) / len(around), 2) if around else None
             row[f"recommend_{q}"] = rec[q]
             row[f"ratio_{q[:3]}"] = _ratio(rec[q], row[f"echo_{q}"])
@@ -304,9 +329,12 @@ def main() -> None:
     parser.add_argument(
         "--rates", help="comma-separated rates, one after the other on one stack: rpc-sweep.json"
     )
-    parser.add_argument("--seconds", type=float, default=30, help="measured seconds per kind")
+    parser.add_argument("--seconds", type=float, default=40, help="measured seconds per kind")
     parser.add_argument("--warmup", type=float, default=5, help="seconds before each window")
     parser.add_argument("--query-processes", type=int, default=2)
+    parser.add_argument(
+        "--timeline", type=Path, help="also write every measured request (start, ms) here, JSONL"
+    )
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # the query service runs on uvloop: so do the echo servers and the load generator
@@ -321,8 +349,12 @@ def main() -> None:
         "CROSSREC_SERVICES": "ingest,query-service",
     }
     rates = [int(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    timeline: list[dict] | None = [] if args.timeline else None
     with private_stack(env) as settings:
-        result = uvloop.run(bench(settings, rates, args.seconds, args.warmup, args.query_processes))
+        run = bench(settings, rates, args.seconds, args.warmup, args.query_processes, timeline)
+        result = uvloop.run(run)
+    if args.timeline and timeline is not None:
+        args.timeline.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in timeline))
     if args.rates:
         write_results("rpc-sweep", result)
     else:

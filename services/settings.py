@@ -42,7 +42,7 @@ class Settings:
     # request/reply over Kafka (crossrec.rpc): see the README's "RPC on the broker"
     rpc_linger_ms: int = 5  # requests wait this long to share a produce batch (and partition)
     rpc_fetch_wait_ms: int = 25  # fetch_max_wait_ms of request and reply consumers
-    rpc_reply_topic_seconds: float = 30.0  # a client moves to a fresh reply topic this often
+    rpc_reply_topic_seconds: float = 10.0  # a client moves to a fresh reply topic this often
     rpc_request_topic_seconds: float = 60.0  # request topics are replaced this often; 0 = never
 
     def topic(self, name: str) -> str:
