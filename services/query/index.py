@@ -57,7 +57,7 @@ class Ids:
     compiled loop over the joined keys (kernels.find_ids); a small map (at most SMALL ids, e.g.
     categories) is a dict, faster still."""
 
-    __slots__ = ("_bytes", "_crc", "_data", "_heads", "_offsets", "_perm", "_small")
+    __slots__ = ("_bytes", "_crc", "_data", "_offsets", "_perm", "_small", "_table")
 
     def __init__(self, ids: IdMap, dict_up_to: int = SMALL) -> None:
         arr = ids.to_arrow()
@@ -73,7 +73,10 @@ class Ids:
         self._perm = np.argsort(crc, kind="stable").astype(np.int32)
         self._crc = crc[self._perm]
         tops = np.arange((1 << kernels.HEAD_BITS) + 1, dtype=np.int64) << (32 - kernels.HEAD_BITS)
-        self._heads = np.searchsorted(self._crc, tops).astype(np.int64)
+        heads = np.searchsorted(self._crc, tops).astype(np.int64)
+        self._table = kernels.IdTable(
+            CRC_TABLE, self._crc, heads, self._perm, self._bytes, self._offsets
+        )
         n = len(offsets) - 1
         self._small = {k: i for i, k in enumerate(self.ids(range(n)))} if n <= dict_up_to else None
 
@@ -82,7 +85,7 @@ class Ids:
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays held (the copy of the id bytes included)."""
-        return [self._bytes, self._offsets, self._perm, self._crc, self._heads]
+        return [self._bytes, self._offsets, self._perm, self._crc, self._table.heads]
 
     def index(self, keys: Sequence[str]) -> np.ndarray:
         """int64 index of each key, -1 for unknown ones."""
@@ -99,16 +102,7 @@ class Ids:
             lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
         starts = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
-        return kernels.find_ids(
-            CRC_TABLE,
-            self._crc,
-            self._heads,
-            self._perm,
-            self._bytes,
-            self._offsets,
-            joined,
-            starts,
-        )
+        return kernels.find_ids(self._table, joined, starts)
 
     def id(self, i: int) -> str:
         return self._data[int(self._offsets[i]) : int(self._offsets[i + 1])].decode()

@@ -16,6 +16,8 @@ given, then rows ascending), so the sums have the same bits.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -99,21 +101,23 @@ def _find_ids(
             low += 1
 
 
-def find_ids(
-    table: np.ndarray,
-    crcs: np.ndarray,
-    heads: np.ndarray,
-    perm: np.ndarray,
-    data: np.ndarray,
-    offsets: np.ndarray,
-    keys: bytes,
-    starts: np.ndarray,
-) -> np.ndarray:
-    """int64 index of each key (keys[starts[j]:starts[j + 1]]), -1 if absent: ids are
-    data[offsets[i]:offsets[i + 1]]; crcs their zlib CRC-32s ascending, perm the id of each;
+class IdTable(NamedTuple):
+    """An index.Ids as find_ids reads it: id i is data[offsets[i]:offsets[i + 1]]; crcs the ids'
+    CRC-32s ascending and perm the id of each; heads[h] the first CRC whose top HEAD_BITS are h;
     table the CRC-32 byte table."""
+
+    table: np.ndarray
+    crcs: np.ndarray
+    heads: np.ndarray
+    perm: np.ndarray
+    data: np.ndarray
+    offsets: np.ndarray
+
+
+def find_ids(ids: IdTable, keys: bytes, starts: np.ndarray) -> np.ndarray:
+    """int64 index of each key (keys[starts[j]:starts[j + 1]]) among the ids, -1 if absent."""
     out = np.empty(len(starts) - 1, dtype=np.int64)
-    _find_ids(table, crcs, heads, perm, data, offsets, np.frombuffer(keys, np.uint8), starts, out)
+    _find_ids(*ids, np.frombuffer(keys, np.uint8), starts, out)
     return out
 
 
@@ -126,5 +130,5 @@ def warm() -> None:
     none, data = np.zeros(0, dtype=np.int64), np.frombuffer(b"", dtype=np.uint8)  # read-only
     table, offsets = np.zeros(256, dtype=np.uint32), np.zeros(1, dtype=np.int64)
     heads = np.zeros((1 << HEAD_BITS) + 1, dtype=np.int64)
-    crcs, perm = none.astype(np.uint32), none.astype(np.int32)
-    find_ids(table, crcs, heads, perm, data, offsets, b"", offsets)
+    ids = IdTable(table, none.astype(np.uint32), heads, none.astype(np.int32), data, offsets)
+    find_ids(ids, b"", offsets)
