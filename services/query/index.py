@@ -57,7 +57,7 @@ class Ids:
     compiled loop over the joined keys (kernels.find_ids); a small map (at most SMALL ids, e.g.
     categories) is a dict, faster still."""
 
-    __slots__ = ("_bytes", "_crc", "_data", "_offsets", "_perm", "_small", "_table")
+    __slots__ = ("_data", "_offsets", "_small", "_table")
 
     def __init__(self, ids: IdMap, dict_up_to: int = SMALL) -> None:
         arr = ids.to_arrow()
@@ -67,25 +67,24 @@ class Ids:
         # a bytes copy of the id buffer: slicing and decoding bytes is twice as fast as through
         # a memoryview (ids of the best documents are checked against the blacklist each query)
         self._data = bytes(data_buf) if data_buf is not None else b""
-        self._bytes = np.frombuffer(self._data, dtype=np.uint8)
         self._offsets = offsets
-        crc = crc32_many(self._bytes, offsets[:-1], np.diff(offsets))
-        self._perm = np.argsort(crc, kind="stable").astype(np.int32)
-        self._crc = crc[self._perm]
+        data = np.frombuffer(self._data, dtype=np.uint8)
+        crc = crc32_many(data, offsets[:-1], np.diff(offsets))
+        perm = np.argsort(crc, kind="stable").astype(np.int32)
+        crcs = crc[perm]
         tops = np.arange((1 << kernels.HEAD_BITS) + 1, dtype=np.int64) << (32 - kernels.HEAD_BITS)
-        heads = np.searchsorted(self._crc, tops).astype(np.int64)
-        self._table = kernels.IdTable(
-            CRC_TABLE, self._crc, heads, self._perm, self._bytes, self._offsets
-        )
+        heads = np.searchsorted(crcs, tops).astype(np.int64)
+        self._table = kernels.IdTable(CRC_TABLE, crcs, heads, perm, data, offsets)
         n = len(offsets) - 1
         self._small = {k: i for i, k in enumerate(self.ids(range(n)))} if n <= dict_up_to else None
 
     def __len__(self) -> int:
-        return len(self._perm)
+        return len(self._offsets) - 1
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays held (the copy of the id bytes included)."""
-        return [self._bytes, self._offsets, self._perm, self._crc, self._table.heads]
+        table = self._table
+        return [table.data, table.offsets, table.perm, table.crcs, table.heads]
 
     def index(self, keys: Sequence[str]) -> np.ndarray:
         """int64 index of each key, -1 for unknown ones."""
