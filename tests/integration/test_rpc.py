@@ -234,11 +234,6 @@ async def test_request_topics_are_replaced_without_losing_requests(stack: config
             while topic_of(topic, first) in await admin.list_topics():
                 assert asyncio.get_running_loop().time() < deadline, "old generation kept"
                 await asyncio.sleep(0.5)
-            print(
-                "DBG",
-                gens.at(now_ms()),
-                sorted(t for t in await admin.list_topics() if t.startswith(topic)),
-            )
             assert topic_of(topic, gens.at(now_ms())) in await admin.list_topics()
         finally:
             await admin.close()
