@@ -11,6 +11,9 @@ orders it sorts with — all updatable while the engine serves (UR-SPEC §3.4, �
   placed by binary search (one O(N) insert each), many at once by one lexsort.
 - Date columns (epoch ms, NaN = none) are the model's, plus any other property a `dateRange`
   names, parsed on first use and kept up to date afterwards.
+- `live`: which documents are available and not expired at a time. Every query with the
+  available/expire dates set needs it; it changes only when the time passes some document's
+  date, so the last one is kept with the interval between dates it holds for.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ class Documents:
         self.ranks = {n: np.array(model.rankings[n], dtype=np.float64) for n in self.rank_names}
         self.rank_keys = [np.where(np.isnan(r), np.inf, -r) for r in self.ranks.values()]
         self.dates = {n: np.array(v, dtype=np.float64) for n, v in model.dates.items()}
+        # (available, expire) -> the dates, sorted and distinct; the last `live` mask, read-only,
+        # with the interval [from, to) of times it holds for. Dropped whenever a date changes.
+        self._date_bounds: dict[tuple[str, str], np.ndarray] = {}
+        self._live: dict[tuple[str, str], tuple[float, float, np.ndarray]] = {}
         self.id_rank = np.zeros(self.n_model, dtype=np.int64)
         self.by_id = np.zeros(0, dtype=np.int32)
         self.order = np.zeros(0, dtype=np.int32)
@@ -110,6 +117,31 @@ class Documents:
             self.dates[name] = column
         return column
 
+    def live(self, available: str, expire: str, at: float) -> np.ndarray:
+        """Read-only bool per document: available <= at < expire (without either date: False).
+        The same array until `at` leaves the interval between the two nearest dates of any
+        document around it (a binary search), or a date changes."""
+        key = (available, expire)
+        kept = self._live.get(key)
+        if kept is not None and kept[0] <= at < kept[1]:
+            return kept[2]
+        starts, ends = self.date(available), self.date(expire)
+        bounds = self._date_bounds.get(key)
+        if bounds is None:
+            both = np.concatenate([starts, ends])
+            bounds = self._date_bounds[key] = np.unique(both[~np.isnan(both)])
+        i = int(np.searchsorted(bounds, at, side="right"))
+        low = float(bounds[i - 1]) if i > 0 else -np.inf
+        high = float(bounds[i]) if i < len(bounds) else np.inf
+        mask = (starts <= at) & (ends > at)
+        mask.flags.writeable = False
+        self._live[key] = (low, high, mask)
+        return mask
+
+    def _dates_changed(self) -> None:
+        self._date_bounds.clear()
+        self._live.clear()
+
     def ranks_of(self, doc: int) -> dict[str, float]:
         out = {}
         for name, values in self.ranks.items():
@@ -128,6 +160,7 @@ class Documents:
         self.rank_keys = [np.concatenate([k, np.full(count, np.inf)]) for k in self.rank_keys]
         for name, values in self.dates.items():
             self.dates[name] = np.concatenate([values, np.full(count, np.nan)])
+        self._dates_changed()
         self.id_rank = np.concatenate([self.id_rank, np.zeros(count, dtype=np.int64)])
         self.added_ids.extend(ids)
         self.added.update((item, first + k) for k, item in enumerate(ids))
@@ -143,6 +176,8 @@ class Documents:
     def set_props(self, updates: Sequence[tuple[int, Mapping[str, Any] | None]]) -> None:
         """Replace documents' properties; dates and userDefined rankings follow."""
         moved = []
+        if updates:
+            self._dates_changed()
         for doc, props in updates:
             self._props[doc] = props
             for name, column in self.dates.items():

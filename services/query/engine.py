@@ -201,17 +201,15 @@ class Engine:
                     mask = (column < rng.before) if mask is None else mask & (column < rng.before)
         elif config.available_date_name and config.expire_date_name and not self.collab:
             at = _first(query.current_date, now_ms)
-            live = (docs.date(config.available_date_name) <= at) & (
-                docs.date(config.expire_date_name) > at
-            )
-            mask = live if mask is None else mask & live
+            live = docs.live(config.available_date_name, config.expire_date_name, at)
+            mask = live if mask is None else mask & live  # live itself is shared: not written
         excluded = np.concatenate(plan.must_not) if plan.must_not else scoring.NONE
         if mask is None and len(excluded) * 64 > n:
             mask = np.ones(n, dtype=bool)
-        if mask is not None:
+        if mask is not None and mask.flags.writeable:
             mask[excluded] = False
             return scoring.Filter(mask, scoring.NONE)
-        return scoring.Filter(None, excluded)
+        return scoring.Filter(mask, excluded)
 
     def _page(self, query: Query, plan: Plan, where: scoring.Filter, listed: set[str]) -> Result:
         """The page; `listed`: blacklisted ids (of the user's history), checked on the best

@@ -382,6 +382,44 @@ def test_available_and_expire_dates_unless_a_date_range():
     assert ids(engine.recommend(Query(date_range=exclusive), {}, now)) == ["d"]
 
 
+DATES = st.none() | st.sampled_from(DAYS)
+# times on, beside and between the documents' dates (DAYS[k] is NOW + (k - 4) days)
+TIMES = st.integers(-2, 10).map(lambda d: NOW + (d - 4) * DAY) | st.integers(
+    NOW - 5 * DAY, NOW + 5 * DAY
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(DATES, DATES), min_size=4, max_size=4),
+    st.lists(TIMES | TIMES.map(lambda t: t - 1), min_size=1, max_size=12),
+    st.tuples(st.sampled_from("abcd"), DATES, DATES),
+)
+def test_the_kept_live_mask_is_the_one_of_its_moment(dates, times, change):
+    """Documents.live, kept between the dates around a time, equals the comparison made afresh,
+    at times on, between and beside documents' dates, before and after a date changes."""
+
+    def props_of(available, expires):
+        return {k: v for k, v in (("available", available), ("expires", expires)) if v}
+
+    props = {item: props_of(*d) for item, d in zip("abcd", dates, strict=True)}
+    engine, _ = handmade(params={"availableDateName": "available", "expireDateName": "expires"}, props=props)  # fmt: skip
+    docs = engine.documents
+
+    def check(at: int) -> None:
+        expected = (docs.date("available") <= at) & (docs.date("expires") > at)
+        got = docs.live("available", "expires", at)
+        assert got.tolist() == expected.tolist(), at
+        assert not got.flags.writeable
+
+    for at in times:
+        check(at)
+    item, available, expires = change
+    engine.update_properties(item, props_of(available, expires))
+    for at in times:
+        check(at)
+
+
 def test_blacklists_and_return_self():
     engine, _ = handmade(params={"blacklistEvents": ["purchase", "cart"]})
     hist = {"purchase": ["a"], "cart": ["b"], "view": ["c"]}
