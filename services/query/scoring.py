@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossrec.query.index import IndicatorIndex
-from crossrec.query.kernels import gather, scatter_add
+from crossrec.query.kernels import gather, mask_scores, scatter_add
 
 try:  # the C loop behind scipy.sparse's matrix-vector product; np.add.at as a fallback
     from scipy.sparse._sparsetools import csc_matvec
@@ -52,7 +52,7 @@ class Filter(NamedTuple):
     def apply(self, scores: np.ndarray) -> None:
         """Zero the scores of documents that are not candidates."""
         if self.mask is not None:
-            scores *= self.mask
+            mask_scores(self.mask, scores)
         scores[self.excluded] = 0
 
     def passes(self, docs: np.ndarray) -> np.ndarray:

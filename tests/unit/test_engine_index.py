@@ -11,7 +11,7 @@ from crossrec.core.idmap import IdMap
 from crossrec.core.model import Correlators
 from crossrec.query.history import recent, round_robin
 from crossrec.query.index import Ids, IndicatorIndex, Postings, PropertyIndex, keywords
-from crossrec.query.kernels import scatter_add
+from crossrec.query.kernels import mask_scores, scatter_add
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,3 +153,14 @@ def test_postings_span_blocks_of_65536_rows(seed, n_rows):
     for v, w in zip(asked.tolist(), weights.tolist(), strict=True):
         expected[rows[values == v]] += w
     assert out.tolist() == expected.tolist()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6) | st.just(0.0), st.booleans()), max_size=300))
+def test_mask_scores_has_numpys_bits(pairs):
+    scores = np.array([s for s, _ in pairs], dtype=np.float64)
+    mask = np.array([m for _, m in pairs], dtype=bool)
+    expected = scores * mask
+    mask.flags.writeable = False  # as the kept live mask
+    mask_scores(mask, scores)
+    assert scores.tobytes() == expected.tobytes()
