@@ -36,6 +36,7 @@ from crossrec.core.idmap import IdMap
 from crossrec.core.model import Correlators, Model
 from crossrec.core.query import Query
 from crossrec.query.engine import Engine, keep_out_of_gc
+from loadtest.harness import host_speed
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 HISTORY_CAP = 500  # newest distinct targets per user and event, as ingest keeps them in Redis
@@ -308,18 +309,6 @@ def summary(ms: np.ndarray) -> dict:
         "mean": round(float(ms.mean()), 3),
         "n": len(ms),
     }
-
-
-def host_speed() -> dict[str, float]:
-    """Two fixed workloads, best of 5, so that runs on different machines can be compared: the
-    session machines differ by up to 2x on the same code."""
-    import timeit
-
-    values = np.random.default_rng(0).random(10_000_000)
-    numbers = list(range(1_000_000))
-    numpy_ms = min(timeit.repeat(values.sum, number=1, repeat=5)) * 1000
-    python_ms = min(timeit.repeat(lambda: sum(n * 2 for n in numbers), number=1, repeat=5)) * 1000
-    return {"numpy_sum_10M_ms": round(numpy_ms, 2), "python_loop_1M_ms": round(python_ms, 1)}
 
 
 def rss_mb() -> float:

@@ -57,6 +57,7 @@ from crossrec.rpc.client import RpcClient
 from crossrec.rpc.server import RpcServer
 from loadtest.harness import (
     CpuMeter,
+    host_speed,
     journey_engine,
     percentile,
     private_stack,
@@ -350,9 +351,12 @@ def main() -> None:
     }
     rates = [int(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     timeline: list[dict] | None = [] if args.timeline else None
+    speed_before = host_speed()  # the session machines differ by up to 2x, and drift within a day
     with private_stack(env) as settings:
         run = bench(settings, rates, args.seconds, args.warmup, args.query_processes, timeline)
         result = uvloop.run(run)
+    machine = {"cpus": os.cpu_count(), "before": speed_before, "after": host_speed()}
+    result = [{**summary, "machine": machine} for summary in result]
     if args.timeline and timeline is not None:
         args.timeline.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in timeline))
     if args.rates:

@@ -1,4 +1,4 @@
-"""What the stack benchmarks share: a private stack for the run, and writing the results."""
+"""What the benchmarks share: a private stack for the run, the machine's speed, writing the results."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import subprocess
 import tempfile
 import time
+import timeit
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from crossrec import settings as config
@@ -104,3 +106,13 @@ def write_results(name: str, result: Any) -> None:
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2)
     (RESULTS / f"{name}.json").write_bytes(text)
     print(text.decode())
+
+
+def host_speed() -> dict[str, float]:
+    """Two fixed workloads, best of 5, so that runs on different machines can be compared: the
+    session machines differ by up to 2x on the same code."""
+    values = np.random.default_rng(0).random(10_000_000)
+    numbers = list(range(1_000_000))
+    numpy_ms = min(timeit.repeat(values.sum, number=1, repeat=5)) * 1000
+    python_ms = min(timeit.repeat(lambda: sum(n * 2 for n in numbers), number=1, repeat=5)) * 1000
+    return {"numpy_sum_10M_ms": round(numpy_ms, 2), "python_loop_1M_ms": round(python_ms, 1)}

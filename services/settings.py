@@ -41,7 +41,7 @@ class Settings:
     shards: int = 0  # K clusters per model when engine.json's shards names none; 0 = unsharded
     # request/reply over Kafka (crossrec.rpc): see the README's "RPC on the broker"
     rpc_linger_ms: int = 5  # requests wait this long to share a produce batch (and partition)
-    rpc_fetch_wait_ms: int = 25  # fetch_max_wait_ms of request and reply consumers
+    rpc_fetch_wait_ms: int = 50  # fetch_max_wait_ms of request and reply consumers
     rpc_reply_topic_seconds: float = 10.0  # a client moves to a fresh reply topic this often
     rpc_request_topic_seconds: float = 60.0  # request topics are replaced this often; 0 = never
 
