@@ -27,8 +27,10 @@ def test_the_demo_imports_trains_recommends_and_keeps_serving(
 ) -> None:
     redis_url = re.sub(r"/\d+$", "", stack.redis_url) + f"/{DEMO_DB}"
     redis.Redis.from_url(redis_url).flushdb()
+    # as a user's shell: none of the session stack's CROSSREC_ settings (test_stack_owner's way)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROSSREC_")}
     env = {
-        **os.environ,
+        **inherited,
         "CROSSREC_HOME": str(tmp_path),
         "REDIS_URL": redis_url,
         "CROSSREC_GATEWAY_PORT": str(free_port()),
