@@ -9,7 +9,8 @@ Two models, each in its own child process (so one's memory does not disturb the 
 
 Each runs the same mix of queries (default 5,000, after 200 warm-up): user queries with a real
 history (for `journey`: a household's distinct targets per event, newest first, at most 500 per
-event as the ingest keeps them), item queries, user queries with a boost and an exclude rule, and
+event as the ingest keeps them) and its times, as the query service passes them (so the newest
+maxQueryEvents over all indicators are picked by time), item queries, user queries with a boost and an exclude rule, and
 user queries with an include-only filter. Reports p50 / p99 / mean per kind and overall, and
 queries/s of one thread; writes loadtest/results/engine.json.
 
@@ -41,6 +42,9 @@ from loadtest.harness import host_speed
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 HISTORY_CAP = 500  # newest distinct targets per user and event, as ingest keeps them in Redis
 KINDS = ("user", "item", "user+boost+exclude", "user+filter")
+DAY_MS = 86_400_000
+# a user's history as the query service reads it: targets per event name newest first, their times
+History = tuple[dict[str, list[str]], dict[str, list[int]]]
 MODELS = ("journey", "synthetic")
 
 
@@ -84,19 +88,26 @@ def journey():
     return model, histories, rules, now_ms
 
 
-def household_histories(columns) -> list[dict[str, list[str]]]:
+def household_histories(columns) -> list[History]:
+    """Per household, as Redis keeps it: each event's distinct targets newest first (at most
+    HISTORY_CAP), with the time of each one's newest event."""
     users, events, targets = columns["user"], columns["event"], columns["target"]
+    time_ms = columns["time"].astype("datetime64[ms]").astype(np.int64)
     order = np.lexsort((-np.arange(len(users)), users))  # per household, newest first
-    users, events, targets = users[order], events[order], targets[order]
+    users, events, targets, time_ms = users[order], events[order], targets[order], time_ms[order]
     bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
     out = []
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(users)], strict=True):
-        history: dict[str, dict[str, None]] = {}
-        for event, target in zip(events[lo:hi].tolist(), targets[lo:hi].tolist(), strict=True):
+        history: dict[str, dict[str, int]] = {}
+        rows = zip(
+            events[lo:hi].tolist(), targets[lo:hi].tolist(), time_ms[lo:hi].tolist(), strict=True
+        )
+        for event, target, at in rows:
             seen = history.setdefault(event, {})
-            if len(seen) < HISTORY_CAP:
-                seen[target] = None
-        out.append({e: list(t) for e, t in history.items()})
+            if target not in seen and len(seen) < HISTORY_CAP:
+                seen[target] = at
+        out.append(({e: list(t) for e, t in history.items()},
+                    {e: list(t.values()) for e, t in history.items()}))  # fmt: skip
     return out
 
 
@@ -183,13 +194,17 @@ def synthetic(n_items: int = 120_000, seed: int = 7):
         size = int(rng.integers(1, 400))
         bought, viewed = draw(weights, size).tolist(), draw(weights, 2 * size).tolist()
         prefs = draw(cat_weights, 20).tolist()
-        histories.append(
-            {
-                "purchase": [str(ids[i]) for i in dict.fromkeys(bought)],
-                "view": [str(ids[i]) for i in dict.fromkeys(viewed)][:HISTORY_CAP],
-                "category-pref": [str(categories[i]) for i in dict.fromkeys(prefs)],
-            }
-        )
+        history = {
+            "purchase": [str(ids[i]) for i in dict.fromkeys(bought)],
+            "view": [str(ids[i]) for i in dict.fromkeys(viewed)][:HISTORY_CAP],
+            "category-pref": [str(categories[i]) for i in dict.fromkeys(prefs)],
+        }
+        # each event's times over the last 90 days, newest first, as Redis gives them
+        times = {
+            name: np.sort(rng.integers(now_ms - 90 * DAY_MS, now_ms, len(targets)))[::-1].tolist()
+            for name, targets in history.items()
+        }
+        histories.append((history, times))
     rules = {
         "boost": ("category", [str(c) for c in categories[:50]]),
         "exclude": ("brand", brands[:100]),
@@ -198,17 +213,18 @@ def synthetic(n_items: int = 120_000, seed: int = 7):
     return model, histories, rules, now_ms
 
 
-def workload(model, histories, rules, n: int, seed: int = 3):
-    """(kind, query, history) triples."""
+def workload(model, histories: list[History], rules, n: int, seed: int = 3):
+    """(kind, query, history, times) per query: a user's history with the times the query
+    service reads with it (its newest-events pick uses them), none for item queries."""
     rng = np.random.default_rng(seed)
     popular = np.argsort(-np.nan_to_num(model.rankings["popRank"], nan=0))[:5000]
     items = model.documents.ids(popular[rng.integers(0, len(popular), n)])
     out = []
     for k in range(n):
         kind = KINDS[int(rng.choice(4, p=[0.4, 0.25, 0.2, 0.15]))]
-        history = histories[int(rng.integers(0, len(histories)))]
+        history, times = histories[int(rng.integers(0, len(histories)))]
         if kind == "item":
-            out.append((kind, Query(item=items[k], num=20), {}))
+            out.append((kind, Query(item=items[k], num=20), {}, None))
             continue
         fields = []
         if kind == "user+boost+exclude":
@@ -220,7 +236,7 @@ def workload(model, histories, rules, n: int, seed: int = 3):
             name, values = rules["filter"]
             picked = rng.choice(len(values), 5, replace=False)
             fields.append(FieldRule(name, tuple(values[i] for i in picked), -1.0))
-        out.append((kind, Query(user="u", num=20, fields=tuple(fields)), history))
+        out.append((kind, Query(user="u", num=20, fields=tuple(fields)), history, times))
     return out
 
 
@@ -236,17 +252,17 @@ def run(name: str, n: int) -> dict:
     keep_out_of_gc()  # as the query service does once a model is live
     rss_engine = rss_mb() - rss_before
     queries = workload(model, histories, rules, n + 200)
-    for _, q, h in queries[:200]:
-        engine.recommend(q, h, now_ms)
+    for _, q, h, t in queries[:200]:
+        engine.recommend(q, h, now_ms, times=t)
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     cpu: list[float] = []
     results, backfilled = 0, 0
     clock, cpu_clock = time.perf_counter, time.thread_time
     load_before = os.getloadavg()[0]
     began = clock()
-    for kind, q, h in queries[200:]:
+    for kind, q, h, t in queries[200:]:
         c0, t0 = cpu_clock(), clock()
-        result = engine.recommend(q, h, now_ms)
+        result = engine.recommend(q, h, now_ms, times=t)
         times[kind].append(clock() - t0)
         cpu.append(cpu_clock() - c0)
         results += len(result.item_scores)
@@ -254,7 +270,7 @@ def run(name: str, n: int) -> dict:
     wall = clock() - began
     update = update_latency(engine, model)
     everything = np.concatenate([np.asarray(v) for v in times.values()]) * 1000
-    history_sizes = [sum(len(v) for v in h.values()) for _, q, h in queries if q.user]
+    history_sizes = [sum(len(v) for v in h.values()) for _, q, h, _ in queries if q.user]
     return {
         "model": name,
         "documents": len(engine),
