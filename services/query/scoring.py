@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossrec.query.index import IndicatorIndex
-from crossrec.query.kernels import gather, mask_scores, scatter_add
+from crossrec.query.kernels import at_least, gather, mask_scores, scatter_add
 
 try:  # the C loop behind scipy.sparse's matrix-vector product; np.add.at as a fallback
     from scipy.sparse._sparsetools import csc_matvec
@@ -188,17 +188,12 @@ def candidates(scores: np.ndarray, k: int) -> np.ndarray:
     size = len(scores) // blocks
     if size < 16:
         return np.flatnonzero(scores)
-    head = scores[: blocks * size].reshape(blocks, size)
-    tops = head.max(axis=1)
+    tops = scores[: blocks * size].reshape(blocks, size).max(axis=1)
     positive = tops[tops > 0]
     if len(positive) < k:
         return np.flatnonzero(scores)
     low = np.sort(positive)[-k] - MARGIN
-    rows = np.flatnonzero(tops >= low)
-    hits = np.flatnonzero(head[rows] >= low)
-    found = rows[hits // size] * size + hits % size
-    tail = np.flatnonzero(scores[blocks * size :] >= low) + blocks * size
-    return np.concatenate([found, tail]) if len(tail) else found
+    return at_least(scores, tops, size, low)
 
 
 def best(

@@ -12,6 +12,7 @@ from crossrec.core.model import Correlators
 from crossrec.query.history import recent, round_robin
 from crossrec.query.index import Ids, IndicatorIndex, Postings, PropertyIndex, keywords
 from crossrec.query.kernels import mask_scores, scatter_add
+from crossrec.query.scoring import MARGIN, candidates
 
 
 @settings(max_examples=100, deadline=None)
@@ -164,3 +165,31 @@ def test_mask_scores_has_numpys_bits(pairs):
     mask.flags.writeable = False  # as the kept live mask
     mask_scores(mask, scores)
     assert scores.tobytes() == expected.tobytes()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(0, 5000))
+def test_candidates_are_every_score_that_reaches_the_floor(seed, k, n):
+    """The top-k's candidates (found by the compiled scan of the blocks whose maximum reaches
+    the floor) are exactly the documents, ascending, whose score reaches the floor numpy
+    computes from the block maxima; ties at few distinct values and a tail after the blocks
+    included."""
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(n) * rng.integers(1, 20), int(rng.integers(0, 3)))
+    scores[rng.random(n) < rng.random()] = 0.0
+    if n and rng.random() < 0.5:  # a best score at the end: in the tail after the blocks
+        scores[-1] = scores.max() + 1
+    found = candidates(scores, k)
+    blocks = 4 * k
+    size = n // blocks
+    if size < 16:
+        assert found.tolist() == np.flatnonzero(scores).tolist()
+        return
+    tops = scores[: blocks * size].reshape(blocks, size).max(axis=1)
+    positive = np.sort(tops[tops > 0])
+    if len(positive) < k:
+        assert found.tolist() == np.flatnonzero(scores).tolist()
+        return
+    floor = positive[-k] - MARGIN
+    assert found.tolist() == np.flatnonzero(scores >= floor).tolist()
+    assert len(found) >= k
