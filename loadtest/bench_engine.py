@@ -10,9 +10,9 @@ Two models, each in its own child process (so one's memory does not disturb the 
 Each runs the same mix of queries (default 5,000, after 200 warm-up): user queries with a real
 history (for `journey`: a household's distinct targets per event, newest first, at most 500 per
 event as the ingest keeps them) and its times, as the query service passes them (so the newest
-maxQueryEvents over all indicators are picked by time), item queries, user queries with a boost and an exclude rule, and
-user queries with an include-only filter. Reports p50 / p99 / mean per kind and overall, and
-queries/s of one thread; writes loadtest/results/engine.json.
+maxQueryEvents over all indicators are picked by time), item queries, user queries with a boost
+and an exclude rule, and user queries with an include-only filter. Reports p50 / p99 / mean per
+kind and overall, and queries/s of one thread; writes loadtest/results/engine.json.
 
     python -m loadtest.bench_engine [--queries 5000] [--models journey synthetic]
 """

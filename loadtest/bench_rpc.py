@@ -23,10 +23,10 @@ both kinds cover every quarter of a 60 s generation equally (a fixed echo/recomm
 of 15 s slots put every generation switch into the same kind's windows). Each recommend window is
 also compared with the mean of the nearest echo windows before and after it. `--seconds` is the
 measured time of each kind; multiples of 40 s balance the quarters exactly. p50/p99 per kind pool
-all its measured requests; ratios are recommend / echo. Each window also records the cores every role used (broker, query services,
-echo servers, load generator, other services). Results go to loadtest/results/rpc.json
-(rpc-RATE.json for another rate; rpc-sweep.json for --rates, each rate's windows in turn on the
-one stack, so later rates see a broker with fuller partitions).
+all its measured requests; ratios are recommend / echo. Each window also records the cores every
+role used (broker, query services, echo servers, load generator, other services). Results go to
+loadtest/results/rpc.json (rpc-RATE.json for another rate; rpc-sweep.json for --rates, each
+rate's windows in turn on the one stack, so later rates see a broker with fuller partitions).
 """
 
 from __future__ import annotations

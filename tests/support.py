@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ from aiokafka.structs import TopicPartition
 
 from crossrec import settings as config
 from crossrec.adapters.eventlog import EventLog
+from crossrec.stack.processes import free_port
 
 T = TypeVar("T")
 
@@ -92,3 +96,28 @@ def engine_json(
     path = directory / f"{app}-engine.json"
     path.write_bytes(orjson.dumps(doc))
     return path
+
+
+def start_crossrec(
+    *args: str, home: Path, owner_pid: int, **settings: str
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`crossrec ARGS` in a subprocess, as from a user's shell: none of the session stack's
+    CROSSREC_ settings, a CROSSREC_HOME and gateway port of its own, a stack that stops when
+    `owner_pid` is gone, then `settings` (environment variables). Output and errors on one
+    text pipe. Returns the process and its environment (for later commands on that stack)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROSSREC_")}
+    env = {
+        **inherited,
+        "CROSSREC_HOME": str(home),
+        "CROSSREC_GATEWAY_PORT": str(free_port()),
+        "CROSSREC_STOP_WITH_PID": str(owner_pid),
+        **settings,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crossrec.cli.main", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, env

@@ -65,14 +65,15 @@ def _newest_of_single_aliases(
         for parts, cap in zip(streams, caps, strict=True)
     ]
     lengths = [len(targets) for targets, _ in heads]
-    if sum(lengths) > budget and len(heads) == 2:
-        taken = _newest_of_two(heads[0][1], heads[1][1], budget)
-        lengths = [taken, budget - taken]
-    elif sum(lengths) > budget:
-        stamps = np.concatenate([np.asarray(t, dtype=np.float64) for _, t in heads])
-        newest = np.argsort(-stamps, kind="stable")[:budget]
-        owner = np.repeat(np.arange(len(heads)), lengths)
-        lengths = np.bincount(owner[newest], minlength=len(heads)).tolist()
+    if sum(lengths) > budget:
+        if len(heads) == 2:
+            taken = _newest_of_two(heads[0][1], heads[1][1], budget)
+            lengths = [taken, budget - taken]
+        else:
+            stamps = np.concatenate([np.asarray(t, dtype=np.float64) for _, t in heads])
+            newest = np.argsort(-stamps, kind="stable")[:budget]
+            owner = np.repeat(np.arange(len(heads)), lengths)
+            lengths = np.bincount(owner[newest], minlength=len(heads)).tolist()
     return [
         list(dict.fromkeys(targets[:n])) for (targets, _), n in zip(heads, lengths, strict=True)
     ]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import orjson
 import redis
+from support import start_crossrec
 
 from crossrec import settings as config
-from crossrec.stack.processes import free_port
 
 DEMO_DB = 13  # a database no other test uses: the demo's app is always named `retail`
 ANSWER = re.compile(r"^(\{.*?\})\s+-> (.*)$")
@@ -27,22 +27,12 @@ def test_the_demo_imports_trains_recommends_and_keeps_serving(
 ) -> None:
     redis_url = re.sub(r"/\d+$", "", stack.redis_url) + f"/{DEMO_DB}"
     redis.Redis.from_url(redis_url).flushdb()
-    # as a user's shell: none of the session stack's CROSSREC_ settings (test_stack_owner's way)
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROSSREC_")}
-    env = {
-        **inherited,
-        "CROSSREC_HOME": str(tmp_path),
-        "REDIS_URL": redis_url,
-        "CROSSREC_GATEWAY_PORT": str(free_port()),
-        "CROSSREC_STOP_WITH_PID": str(os.getpid()),  # the stack goes if this test dies
-        "COLUMNS": "200",  # one line per printed answer
-    }
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "crossrec.cli.main", "demo"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    demo, env = start_crossrec(
+        "demo",
+        home=tmp_path,
+        owner_pid=os.getpid(),  # the stack goes if this test dies
+        REDIS_URL=redis_url,
+        COLUMNS="200",  # one line per printed answer
     )
     watchdog = threading.Timer(300, demo.kill)  # a hung demo fails the test, not the suite
     watchdog.start()

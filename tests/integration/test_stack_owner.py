@@ -11,28 +11,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from crossrec.stack.processes import free_port
+from support import start_crossrec
 
 
 def test_a_stack_stops_when_the_process_it_serves_is_gone(tmp_path: Path) -> None:
     """CROSSREC_STOP_WITH_PID: a crashed test run or benchmark leaves no stack behind."""
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROSSREC_")}
-    env = {
-        **inherited,
-        "CROSSREC_HOME": str(tmp_path),
-        "CROSSREC_SERVICES": "gateway",
-        "CROSSREC_GATEWAY_PORT": str(free_port()),
-        "CROSSREC_STOP_WITH_PID": str(owner.pid),
-    }
-    up = subprocess.Popen(
-        [sys.executable, "-m", "crossrec.cli.main", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up, _ = start_crossrec("up", home=tmp_path, owner_pid=owner.pid, CROSSREC_SERVICES="gateway")
     try:
         stack_file = tmp_path / "stack.json"
         deadline = time.monotonic() + 60
