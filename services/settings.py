@@ -27,6 +27,7 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 7070
     history_cap: int = 500  # newest events kept per user and event name
+    history_cache_users: int = 10_000  # users' histories a query service keeps; 0 = none
     max_event_bytes: int = 64 * 1024
     max_batch_events: int = 50  # PredictionIO's /batch/events.json limit
     log_flush_seconds: float = 2.0  # the event log is written (and offsets committed) this often
@@ -66,6 +67,7 @@ _ENV = {
     "gateway_host": "CROSSREC_GATEWAY_HOST",
     "gateway_port": "CROSSREC_GATEWAY_PORT",
     "history_cap": "CROSSREC_HISTORY_CAP",
+    "history_cache_users": "CROSSREC_HISTORY_CACHE_USERS",
     "max_event_bytes": "CROSSREC_MAX_EVENT_BYTES",
     "max_batch_events": "CROSSREC_MAX_BATCH_EVENTS",
     "log_flush_seconds": "CROSSREC_LOG_FLUSH_SECONDS",

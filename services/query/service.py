@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from crossrec import settings as config
 from crossrec.adapters import elasticsearch as esa
+from crossrec.adapters.history_cache import HistoryCache
 from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
@@ -70,6 +71,7 @@ class QueryService:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.store = RedisStore(settings.redis_url)
+        self.histories = HistoryCache(self.store, settings.redis_url, settings.history_cache_users)
         self.models = ModelStore(settings.modelstore)
         self.live: dict[str, LiveModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
@@ -99,6 +101,7 @@ class QueryService:
             for task in self._tasks:
                 task.cancel()
             await self.server.stop()
+            await self.histories.close()
             await self.store.close()
 
     async def _preload(self) -> None:
@@ -265,7 +268,7 @@ class QueryService:
         for (app, _), ks in by_model.items():
             wanted = [(ready[k][2].user or "", ready[k][4]) for k in ks]
             live = ready[ks[0]][3]
-            read = self.store.histories_many(app, wanted, live.newest, live.whole)
+            read = self.histories.histories_many(app, wanted, live.newest, live.whole)
             try:
                 found = await asyncio.wait_for(read, HISTORY_TIMEOUT)
             except (TimeoutError, OSError, RedisError) as exc:
