@@ -25,7 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
@@ -35,6 +35,18 @@ from crossrec.adapters.redis_store import RedisStore
 log = logging.getLogger(__name__)
 
 History = tuple[dict[str, list[str]], dict[str, list[int]]]
+
+
+class Cached(NamedTuple):
+    """A history as the cache gives it: `memo` is a dict that lives as long as the cached
+    history (the engine keeps what it derives from the history there); None when the history
+    is not cached."""
+
+    targets: dict[str, list[str]]
+    times: dict[str, list[int]]
+    memo: dict[Any, Any] | None
+
+
 REPORTS = "__redis__:invalidate"
 RETRY_SECONDS = 1.0
 
@@ -60,7 +72,7 @@ class HistoryCache:
         self._tracking: dict[str, _Tracking] = {}
         self._retry_at: dict[str, float] = {}
         # (app, user) -> {(event names, what is read): history}
-        self._users: OrderedDict[tuple[str, str], dict[Any, History]] = OrderedDict()
+        self._users: OrderedDict[tuple[str, str], dict[Any, Cached]] = OrderedDict()
         self._reading: dict[tuple[str, str], int] = {}  # users being read, how many times
         self._stale: set[tuple[str, str]] = set()  # of those, users reported meanwhile
         self.counts = {"hits": 0, "misses": 0, "reports": 0}
@@ -76,14 +88,15 @@ class HistoryCache:
         wanted: Sequence[tuple[str, Sequence[str]]],
         newest: Mapping[str, int] | None = None,
         whole: Collection[str] = (),
-    ) -> list[History]:
+    ) -> list[Cached]:
         """As RedisStore.histories_many, from the cache where it can."""
         newest = newest or {}
         tracking = await self._tracked(app) if self.max_users > 0 else None
         if tracking is None:
-            return await self.store.histories_many(app, wanted, newest, whole)
+            found = await self.store.histories_many(app, wanted, newest, whole)
+            return [Cached(targets, times, None) for targets, times in found]
         reads = (tuple(sorted(newest.items())), tuple(sorted(whole)))
-        out: list[History | None] = []
+        out: list[Cached | None] = []
         missing: list[int] = []
         for j, (user, events) in enumerate(wanted):
             tracking.events.update(events)
@@ -105,19 +118,20 @@ class HistoryCache:
                     app, [wanted[j] for j in missing], newest, whole
                 )
                 await self._apply_reports(app)  # those that came while it was read
-                for j, user, history in zip(missing, users, found, strict=True):
-                    out[j] = history
+                for j, user, (targets, times) in zip(missing, users, found, strict=True):
+                    out[j] = Cached(targets, times, None)
                     if user not in self._stale and app in self._tracking:
-                        self._keep(user, (tuple(wanted[j][1]), reads), history)
+                        out[j] = Cached(targets, times, {})
+                        self._keep(user, (tuple(wanted[j][1]), reads), out[j])
             finally:
                 for user in users:
                     self._reading[user] -= 1
                     if not self._reading[user]:
                         del self._reading[user]
                         self._stale.discard(user)
-        return cast(list[History], out)  # every entry is filled by now
+        return cast(list[Cached], out)  # every entry is filled by now
 
-    def _keep(self, user: tuple[str, str], key: Any, history: History) -> None:
+    def _keep(self, user: tuple[str, str], key: Any, history: Cached) -> None:
         self._users.setdefault(user, {})[key] = history
         self._users.move_to_end(user)
         while len(self._users) > self.max_users:

@@ -117,17 +117,19 @@ class Engine:
         now_ms: int,
         *,
         times: Mapping[str, Sequence[int]] | None = None,
+        memo: dict[Any, Any] | None = None,
     ) -> Result:
         """One page of recommendations. `history`: the user's targets per event name, newest first
         (the whole stored history; {} without a user); `times`: optionally their epoch-ms times,
-        which make the maxQueryEvents budget pick the newest events over all indicators."""
+        which make the maxQueryEvents budget pick the newest events over all indicators; `memo`:
+        a dict that lives as long as this history does (the query service's history cache keeps
+        one per cached history), where what the engine derives from the history is kept for the
+        next query of it."""
         config, plan = self.config, Plan()
-        streams = hist.streams_of(self._aliases, self._allowed_events(query), history, times)
-        used = hist.recent(streams, self._caps, config.max_query_events)
+        used, listed = self._from_history(query, history, times, memo)
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
-        for k, (ind, ids) in enumerate(zip(self.indicators, used, strict=True)):
-            if ids:
-                plan.indicator(k, ind, ind.lookup(ids), user_bias)
+        for k, values in used:
+            plan.indicator(k, self.indicators[k], values, user_bias)
         if query.item is not None:
             doc = int(self.documents.index([query.item])[0])
             item_bias = _first(query.item_bias, config.item_bias, 1.0)
@@ -144,8 +146,41 @@ class Engine:
         for rule in (*query.fields, *(r for r in config.fields if r.name not in named)):
             self._rule(plan, rule)
         plan.must_not.append(self._excluded(query))
-        listed = set(chain.from_iterable(history.get(n, ()) for n in self._blacklist_events))
-        return self._page(query, plan, self._mask(query, plan, now_ms), listed)
+        if len(listed):
+            plan.must_not.append(listed)
+        return self._page(query, plan, self._mask(query, plan, now_ms))
+
+    def _from_history(
+        self,
+        query: Query,
+        history: Mapping[str, Sequence[str]],
+        times: Mapping[str, Sequence[int]] | None,
+        memo: dict[Any, Any] | None,
+    ) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+        """Per indicator, the vocabulary indices of the history events the query uses (caps:
+        crossrec.query.history), and the documents of every target of the blacklist events. Kept
+        in `memo` under what they depend on besides the history: the model version, the number
+        of documents (items added after training can be blacklisted targets) and the events the
+        query allows."""
+        allowed = self._allowed_events(query)
+        key = (self.model.version, self.documents.n, frozenset(allowed))
+        if memo is not None and key in memo:
+            return memo[key]
+        streams = hist.streams_of(self._aliases, allowed, history, times)
+        picked = hist.recent(streams, self._caps, self.config.max_query_events)
+        used = [
+            (k, ind.lookup(ids))
+            for k, (ind, ids) in enumerate(zip(self.indicators, picked, strict=True))
+            if ids
+        ]
+        listed = self._documents_of(
+            list(chain.from_iterable(history.get(n, ()) for n in self._blacklist_events))
+        )
+        if memo is not None:
+            if len(memo) >= 4:  # older keys (another version, fewer documents) are dead
+                memo.clear()
+            memo[key] = used, listed
+        return used, listed
 
     def _rule(self, plan: Plan, rule: FieldRule) -> None:
         """bias > 0: boost; < 0: include only; 0: exclude. The field is an indicator, `id`, or a
@@ -171,7 +206,7 @@ class Engine:
             plan.field(postings, rule.bias)
 
     def _excluded(self, query: Query) -> np.ndarray:
-        """Documents the query itself excludes (the history's blacklist: `_best`)."""
+        """Documents the query itself excludes (the history's blacklist: `_from_history`)."""
         ids = [*query.blacklist_items, *query.item_set]
         if query.item is not None and not _first(query.return_self, self.config.return_self):
             ids.append(query.item)
@@ -211,9 +246,8 @@ class Engine:
             return scoring.Filter(mask, scoring.NONE)
         return scoring.Filter(mask, excluded)
 
-    def _page(self, query: Query, plan: Plan, where: scoring.Filter, listed: set[str]) -> Result:
-        """The page; `listed`: blacklisted ids (of the user's history), checked on the best
-        documents only, unless the page needs backfill (then every one is looked up)."""
+    def _page(self, query: Query, plan: Plan, where: scoring.Filter) -> Result:
+        """The page: the best positive scores, then the backfill order, both among candidates."""
         docs = self.documents
         start = query.from_
         stop = start + _first(query.num, self.config.num)
@@ -222,11 +256,8 @@ class Engine:
         if plan:
             scores = scoring.accumulate(plan, self.indicators, docs.n, self._scratch)
             where.apply(scores)
-            top, top_scores = self._best(scores, stop, listed)
+            top, top_scores = scoring.best(scores, stop, docs.id_rank, docs.rank_keys, docs.order)
         if len(top) < stop and not self.collab:
-            if listed:
-                more = self._documents_of(listed)
-                where = scoring.Filter(where.mask, np.concatenate([where.excluded, more]))
             fill = scoring.backfill(docs.order, where, scores, stop - len(top))
             top = np.concatenate([top, fill])
             top_scores = np.concatenate([top_scores, np.zeros(len(fill))])
@@ -239,22 +270,6 @@ class Engine:
             ranks,
             backfill=any(s == 0 for s in page_scores),
         )
-
-    def _best(self, scores: np.ndarray, k: int, listed: set[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The k best documents (positive score, total order) whose ids are not listed: the best
-        2k + 16, then 4 times as many while too many of those are listed. A user's own purchases
-        often lead, but checking a few dozen ids costs far less than looking up a history of
-        hundreds; a listed document left out of the k best changes nothing."""
-        docs = self.documents
-        want = 2 * k + 16 if listed else k
-        while True:
-            top, top_scores = scoring.best(scores, want, docs.id_rank, docs.rank_keys, docs.order)
-            if not listed:
-                return top, top_scores
-            keep = [j for j, x in enumerate(docs.ids(top)) if x not in listed]
-            if len(keep) >= k or len(top) < want:  # fewer than asked: no other positive score
-                return top[keep[:k]], top_scores[keep[:k]]
-            want *= 4
 
     # -- real-time properties -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from crossrec import settings as config
 from crossrec.adapters import elasticsearch as esa
-from crossrec.adapters.history_cache import HistoryCache
+from crossrec.adapters.history_cache import Cached, HistoryCache
 from crossrec.adapters.kafka import follow_broadcast
 from crossrec.adapters.modelstore import ModelStore
 from crossrec.adapters.redis_store import RedisStore
@@ -227,14 +227,17 @@ class QueryService:
                 yield n, _invalid(exc)
         histories = await self._histories(ready)
         flushed = time.perf_counter()
-        for (n, _, query, live, _), (targets, times) in zip(ready, histories, strict=True):
+        for (n, _, query, live, _), (targets, times, memo) in zip(ready, histories, strict=True):
             content_type = calls[n].content_type
             if calls[n].expired:  # the server would drop the reply: spare the scoring
                 yield n, RpcError(Code.DEADLINE_EXCEEDED, "expired before it was scored")
                 continue
             try:
                 now = int(time.time() * 1000)
-                result = await _maybe(live.engine.recommend(query, targets, now, times=times))
+                if isinstance(live.engine, Engine):
+                    result = live.engine.recommend(query, targets, now, times=times, memo=memo)
+                else:
+                    result = await live.engine.recommend(query, targets, now, times=times)
                 pio = result.to_pio()
                 yield n, encode_response(pio, live.version, result.backfill, content_type)
             except Exception as exc:
@@ -258,9 +261,10 @@ class QueryService:
 
     async def _histories(
         self, ready: Sequence[tuple[int, str, Query, LiveModel, list[str]]]
-    ) -> list[tuple[dict[str, list[str]], dict[str, list[int]]]]:
-        """Per request, its user's history (empty without a user): one round trip per model."""
-        out: list[tuple[dict[str, list[str]], dict[str, list[int]]]] = [({}, {})] * len(ready)
+    ) -> list[Cached]:
+        """Per request, its user's history (empty without a user): one round trip per model,
+        none for histories the cache holds."""
+        out = [Cached({}, {}, None)] * len(ready)
         by_model: dict[tuple[str, str], list[int]] = {}
         for k, (_, app, query, live, names) in enumerate(ready):
             if query.user and names:

@@ -25,7 +25,7 @@ COLORS, SIZES = ["red", "blue", "green", "Rot"], ["S", "M"]
 UNKNOWN = ["zz", "nope"]
 
 
-def assert_same(engine: Engine, ref: Reference, q: Query, history, now=NOW) -> None:
+def assert_same(engine: Engine, ref: Reference, q: Query, history, now=NOW, memo=None) -> None:
     try:
         expected, ranks = ref.recommend(q, history, now)
     except ReferenceError_:
@@ -33,7 +33,7 @@ def assert_same(engine: Engine, ref: Reference, q: Query, history, now=NOW) -> N
             engine.recommend(q, history, now)
         assert caught.value.field == "eventNames"
         return
-    got = engine.recommend(q, history, now)
+    got = engine.recommend(q, history, now, memo=memo)
     if currently_in_test_context():
         event(
             f"results: {'none' if not expected else 'scored' if expected[0][1] > 0 else 'backfill'}"
@@ -213,7 +213,7 @@ def queries(draw, items):
         for name in ["buy", "order", "view", "cat", "other"]:
             if draw(st.booleans()):
                 history[name] = draw(
-                    st.lists(st.sampled_from([*items, "c0", "c1", *UNKNOWN]), max_size=8)
+                    st.lists(st.sampled_from([*items, "c0", "c1", "new1", *UNKNOWN]), max_size=8)
                 )
     return parse_query(q), history
 
@@ -223,8 +223,11 @@ def queries(draw, items):
 def test_engine_matches_the_reference(data):
     model, updates, items = data.draw(scenarios())
     engine, ref = Engine(model), Reference(model)
-    for _ in range(3):
-        assert_same(engine, ref, *data.draw(queries(items)))
+    asked = [data.draw(queries(items)) for _ in range(3)]
+    memos = [{} for _ in asked]  # as the history cache keeps one per history
+    for (q, history), memo in zip(asked, memos, strict=True):
+        assert_same(engine, ref, q, history, memo=memo)
+        assert_same(engine, ref, q, history, memo=memo)  # again, from the memo
     if data.draw(st.booleans()):
         engine.update_many(dict(updates))
         updates = list(dict(updates).items())
@@ -233,6 +236,8 @@ def test_engine_matches_the_reference(data):
             engine.update_properties(item, props)
     for item, props in updates:
         ref.update(item, props)  # an added document stays when its properties go (as Harness)
+    for (q, history), memo in zip(asked, memos, strict=True):  # documents added meanwhile count
+        assert_same(engine, ref, q, history, memo=memo)
     for _ in range(3):
         assert_same(engine, ref, *data.draw(queries(items)))
 
@@ -431,6 +436,21 @@ def test_blacklists_and_return_self():
     assert [i for i, _ in got.item_scores][:2] == ["a", "b"]
     assert engine.history_event_names(Query()) == ["purchase", "view", "cart"]
     assert engine.history_event_names(Query(event_names=("view",))) == ["view", "purchase", "cart"]
+
+
+def test_a_memo_is_reused_but_never_hides_a_blacklisted_item_added_later():
+    engine, _ = handmade(params={"blacklistEvents": ["purchase"]})
+    boost_red = Query(user="u", fields=(FieldRule("color", ("red",), 2.0),))
+    history, memo = {"purchase": ["a", "new1"], "view": ["c"]}, {}
+    first = engine.recommend(boost_red, history, NOW, memo=memo)
+    assert memo and "a" not in [i for i, _ in first.item_scores]
+    kept = dict(memo)
+    assert engine.recommend(boost_red, history, NOW, memo=memo) == first
+    assert all(memo[k] is kept[k] for k in kept)  # reused, not derived again
+    engine.update_properties("new1", {"color": ["red"]})  # now a document, and boosted
+    assert engine.recommend(boost_red, {}, NOW).item_scores[0][0] == "new1"
+    again = engine.recommend(boost_red, history, NOW, memo=memo)
+    assert "new1" not in [i for i, _ in again.item_scores]  # still blacklisted
 
 
 def test_negative_biases_filter():
