@@ -29,7 +29,7 @@ asc; the page is [from, from + num).
 from __future__ import annotations
 
 import gc
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -56,6 +56,18 @@ def keep_out_of_gc() -> None:
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
+
+
+def _memoized(memo: dict[Any, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
+    """make(), kept in `memo` under `key` (no memo: made each time). A memo holds a few keys:
+    older ones (another model version, fewer documents) are dropped with the rest."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        if len(memo) >= 8:
+            memo.clear()
+        memo[key] = make()
+    return memo[key]
 
 
 class Engine:
@@ -126,7 +138,11 @@ class Engine:
         one per cached history), where what the engine derives from the history is kept for the
         next query of it."""
         config, plan = self.config, Plan()
-        used, listed = self._from_history(query, history, times, memo)
+        allowed = self._allowed_events(query)
+        used = _memoized(
+            memo, ("used", self.model.version, frozenset(allowed)),
+            lambda: self._used(allowed, history, times),
+        )  # fmt: skip
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
         for k, values in used:
             plan.indicator(k, self.indicators[k], values, user_bias)
@@ -146,41 +162,32 @@ class Engine:
         for rule in (*query.fields, *(r for r in config.fields if r.name not in named)):
             self._rule(plan, rule)
         plan.must_not.append(self._excluded(query))
-        if len(listed):
-            plan.must_not.append(listed)
-        return self._page(query, plan, self._mask(query, plan, now_ms))
+        blacklisted = chain.from_iterable(history.get(n, ()) for n in self._blacklist_events)
+        listed: set[str] = set()
+        if memo is None:  # checked against the best documents' ids only (_best)
+            listed.update(blacklisted)
+        else:  # their documents, looked up once per history (and document count)
+            key = ("listed", self.model.version, self.documents.n)
+            plan.must_not.append(
+                _memoized(memo, key, lambda: self._documents_of(list(blacklisted)))
+            )
+        return self._page(query, plan, self._mask(query, plan, now_ms), listed)
 
-    def _from_history(
+    def _used(
         self,
-        query: Query,
+        allowed: Collection[str],
         history: Mapping[str, Sequence[str]],
         times: Mapping[str, Sequence[int]] | None,
-        memo: dict[Any, Any] | None,
-    ) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+    ) -> list[tuple[int, np.ndarray]]:
         """Per indicator, the vocabulary indices of the history events the query uses (caps:
-        crossrec.query.history), and the documents of every target of the blacklist events. Kept
-        in `memo` under what they depend on besides the history: the model version, the number
-        of documents (items added after training can be blacklisted targets) and the events the
-        query allows."""
-        allowed = self._allowed_events(query)
-        key = (self.model.version, self.documents.n, frozenset(allowed))
-        if memo is not None and key in memo:
-            return memo[key]
+        crossrec.query.history)."""
         streams = hist.streams_of(self._aliases, allowed, history, times)
         picked = hist.recent(streams, self._caps, self.config.max_query_events)
-        used = [
+        return [
             (k, ind.lookup(ids))
             for k, (ind, ids) in enumerate(zip(self.indicators, picked, strict=True))
             if ids
         ]
-        listed = self._documents_of(
-            list(chain.from_iterable(history.get(n, ()) for n in self._blacklist_events))
-        )
-        if memo is not None:
-            if len(memo) >= 4:  # older keys (another version, fewer documents) are dead
-                memo.clear()
-            memo[key] = used, listed
-        return used, listed
 
     def _rule(self, plan: Plan, rule: FieldRule) -> None:
         """bias > 0: boost; < 0: include only; 0: exclude. The field is an indicator, `id`, or a
@@ -206,7 +213,7 @@ class Engine:
             plan.field(postings, rule.bias)
 
     def _excluded(self, query: Query) -> np.ndarray:
-        """Documents the query itself excludes (the history's blacklist: `_from_history`)."""
+        """Documents the query itself excludes (the history's blacklist: `recommend`)."""
         ids = [*query.blacklist_items, *query.item_set]
         if query.item is not None and not _first(query.return_self, self.config.return_self):
             ids.append(query.item)
@@ -246,8 +253,9 @@ class Engine:
             return scoring.Filter(mask, scoring.NONE)
         return scoring.Filter(mask, excluded)
 
-    def _page(self, query: Query, plan: Plan, where: scoring.Filter) -> Result:
-        """The page: the best positive scores, then the backfill order, both among candidates."""
+    def _page(self, query: Query, plan: Plan, where: scoring.Filter, listed: set[str]) -> Result:
+        """The page; `listed`: blacklisted ids (of the user's history), checked on the best
+        documents only, unless the page needs backfill (then every one is looked up)."""
         docs = self.documents
         start = query.from_
         stop = start + _first(query.num, self.config.num)
@@ -256,8 +264,11 @@ class Engine:
         if plan:
             scores = scoring.accumulate(plan, self.indicators, docs.n, self._scratch)
             where.apply(scores)
-            top, top_scores = scoring.best(scores, stop, docs.id_rank, docs.rank_keys, docs.order)
+            top, top_scores = self._best(scores, stop, listed)
         if len(top) < stop and not self.collab:
+            if listed:
+                more = self._documents_of(listed)
+                where = scoring.Filter(where.mask, np.concatenate([where.excluded, more]))
             fill = scoring.backfill(docs.order, where, scores, stop - len(top))
             top = np.concatenate([top, fill])
             top_scores = np.concatenate([top_scores, np.zeros(len(fill))])
@@ -270,6 +281,22 @@ class Engine:
             ranks,
             backfill=any(s == 0 for s in page_scores),
         )
+
+    def _best(self, scores: np.ndarray, k: int, listed: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The k best documents (positive score, total order) whose ids are not listed: the best
+        2k + 16, then 4 times as many while too many of those are listed. A user's own purchases
+        often lead, but checking a few dozen ids costs far less than looking up a history of
+        hundreds; a listed document left out of the k best changes nothing."""
+        docs = self.documents
+        want = 2 * k + 16 if listed else k
+        while True:
+            top, top_scores = scoring.best(scores, want, docs.id_rank, docs.rank_keys, docs.order)
+            if not listed:
+                return top, top_scores
+            keep = [j for j, x in enumerate(docs.ids(top)) if x not in listed]
+            if len(keep) >= k or len(top) < want:  # fewer than asked: no other positive score
+                return top[keep[:k]], top_scores[keep[:k]]
+            want *= 4
 
     # -- real-time properties -----------------------------------------------------------------
 

@@ -165,7 +165,7 @@ def reads(config: EngineConfig) -> tuple[dict[str, int], frozenset[str]]:
     """What a query needs of a user's history (RedisStore.histories_many): the newest
     maxQueryEvents of each indicator with their times (a name's cap: the largest of the
     indicators it is an alias of), and the whole history of blacklistEvents
-    (Engine._from_history). The rest of a blacklisted history needs no times: it comes timed
+    (Engine.recommend). The rest of a blacklisted history needs no times: it comes timed
     OLDEST, after every real event, so `recent` picks the same events as from the whole timed
     history."""
     newest: dict[str, int] = {}
