@@ -77,6 +77,10 @@ class HistoryCache:
         self._stale: set[tuple[str, str]] = set()  # of those, users reported meanwhile
         self.counts = {"hits": 0, "misses": 0, "reports": 0}
 
+    def summary(self) -> dict[str, int]:
+        """For the service's heartbeat (`crossrec status`): users held, hits, misses, reports."""
+        return {"users": len(self._users), **self.counts}
+
     async def close(self) -> None:
         for app in list(self._tracking):
             await self._forget(app)

@@ -122,6 +122,7 @@ class QueryService:
                     self.name,
                     self.server.assigned.is_set(),
                     versions=versions,
+                    history_cache=self.histories.summary(),
                 )
             await asyncio.sleep(2)
 

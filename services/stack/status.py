@@ -39,9 +39,18 @@ async def check() -> tuple[list[Row], bool]:
                 "ready" if beat and beat.get("ready") else ("starting" if beat else "no heartbeat")
             )
             where = f"pid {pid}" + (f", {beat['url']}" if beat and "url" in beat else "")
+            if beat and "history_cache" in beat:
+                where += ", " + cache_note(beat["history_cache"])
             rows.append((name, state, where))
     except Exception as exc:
         rows.append(("redis", f"unreachable ({exc.__class__.__name__})", settings.redis_url))
     finally:
         await client.aclose()
     return rows, all(state == "ready" for _, state, _ in rows)
+
+
+def cache_note(cache: dict[str, int]) -> str:
+    """A query service's history cache in a few words: users held and the share of hits."""
+    lookups = cache.get("hits", 0) + cache.get("misses", 0)
+    hits = f", {100 * cache.get('hits', 0) / lookups:.0f} % hits" if lookups else ""
+    return f"history cache {cache.get('users', 0):,} users{hits}"

@@ -19,9 +19,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_status_reports_every_part_ready(stack: config.Settings) -> None:
     result = run_cli("status")
     assert result.returncode == 0, result.stdout
-    for part in ("stack", "kafka", "redis", "ingest", "gateway", "trainer"):
+    for part in ("stack", "kafka", "redis", "ingest", "gateway", "trainer", "query-service"):
         assert part in result.stdout
     assert "not running" not in result.stdout
+    assert "history cache" in " ".join(result.stdout.split())  # the query service's heartbeat
 
 
 async def test_apps_are_created_listed_and_deleted_with_their_data(
