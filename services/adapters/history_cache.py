@@ -34,8 +34,6 @@ from crossrec.adapters.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
-History = tuple[dict[str, list[str]], dict[str, list[int]]]
-
 
 class Cached(NamedTuple):
     """A history as the cache gives it: `memo` is a dict that lives as long as the cached
@@ -105,12 +103,12 @@ class HistoryCache:
         for j, (user, events) in enumerate(wanted):
             tracking.events.update(events)
             entry = self._users.get((app, user))
-            found = entry.get((tuple(events), reads)) if entry is not None else None
-            if found is not None:
+            cached = entry.get((tuple(events), reads)) if entry is not None else None
+            if cached is not None:
                 self._users.move_to_end((app, user))
             else:
                 missing.append(j)
-            out.append(found)
+            out.append(cached)
         self.counts["hits"] += len(wanted) - len(missing)
         self.counts["misses"] += len(missing)
         if missing:
@@ -118,11 +116,11 @@ class HistoryCache:
             for user in users:
                 self._reading[user] = self._reading.get(user, 0) + 1
             try:
-                found = await self.store.histories_many(
+                read = await self.store.histories_many(
                     app, [wanted[j] for j in missing], newest, whole
                 )
                 await self._apply_reports(app)  # those that came while it was read
-                for j, user, (targets, times) in zip(missing, users, found, strict=True):
+                for j, user, (targets, times) in zip(missing, users, read, strict=True):
                     out[j] = Cached(targets, times, None)
                     if user not in self._stale and app in self._tracking:
                         out[j] = Cached(targets, times, {})

@@ -139,10 +139,8 @@ class Engine:
         next query of it."""
         config, plan = self.config, Plan()
         allowed = self._allowed_events(query)
-        used = _memoized(
-            memo, ("used", self.model.version, frozenset(allowed)),
-            lambda: self._used(allowed, history, times),
-        )  # fmt: skip
+        key = ("used", self.model.version, frozenset(allowed))  # vocabularies never change
+        used = _memoized(memo, key, lambda: self._used(allowed, history, times))
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
         for k, values in used:
             plan.indicator(k, self.indicators[k], values, user_bias)
