@@ -144,6 +144,12 @@ class HistoryCache:
         if user in self._reading:
             self._stale.add(user)
 
+    def _drop_app(self, app: str) -> None:
+        """Every user of an app, held or being read."""
+        for user in [u for u in self._users if u[0] == app]:
+            del self._users[user]
+        self._stale.update(u for u in self._reading if u[0] == app)
+
     # -- the report connections ---------------------------------------------------------------
 
     async def _tracked(self, app: str) -> _Tracking | None:
@@ -194,11 +200,7 @@ class HistoryCache:
         self.counts["reports"] += 1
         keys = message[2]
         if keys is None:
-            for user in [u for u in self._users if u[0] == app]:
-                self._drop(user)
-            for user in self._reading:
-                if user[0] == app:
-                    self._stale.add(user)
+            self._drop_app(app)
             return
         for key in keys:
             rest = key.decode(errors="replace")[len(tracking.prefix) :]
@@ -209,10 +211,6 @@ class HistoryCache:
     async def _forget(self, app: str) -> None:
         """Stop tracking an app: its entries go (no report would tell when they change)."""
         tracking = self._tracking.pop(app, None)
-        for user in [u for u in self._users if u[0] == app]:
-            del self._users[user]
-        for user in self._reading:
-            if user[0] == app:
-                self._stale.add(user)
+        self._drop_app(app)
         if tracking is not None:
             await tracking.connection.disconnect()

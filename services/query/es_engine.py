@@ -74,8 +74,10 @@ class ElasticsearchEngine:
         now_ms: int,
         *,
         times: Mapping[str, Sequence[int]] | None = None,
+        memo: dict[Any, Any] | None = None,
     ) -> Result:
-        """One page of recommendations; arguments as the in-process engine's."""
+        """One page of recommendations; arguments as the in-process engine's (`memo` unused:
+        Elasticsearch gets the history's ids each time)."""
         item_fields = await self._item_fields(query.item) if query.item is not None else None
         body = es_query.search_body(
             self.info, query, history, now_ms, item_fields=item_fields, times=times

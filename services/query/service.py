@@ -235,10 +235,8 @@ class QueryService:
                 continue
             try:
                 now = int(time.time() * 1000)
-                if isinstance(live.engine, Engine):
-                    result = live.engine.recommend(query, targets, now, times=times, memo=memo)
-                else:
-                    result = await live.engine.recommend(query, targets, now, times=times)
+                answer = live.engine.recommend(query, targets, now, times=times, memo=memo)
+                result = await _maybe(answer)
                 pio = result.to_pio()
                 yield n, encode_response(pio, live.version, result.backfill, content_type)
             except Exception as exc:
