@@ -185,8 +185,11 @@ class QueryService:
         engine.update_many(changes)
 
     async def _on_model_update(self, body: dict[str, Any]) -> None:
+        """Swap to an app's new version. An app's first version (a new app, trained since this
+        process started) is loaded now too, as _preload would have, not by its first requests:
+        at hundreds of requests a second they would queue behind a load of seconds."""
         app, version = body.get("app"), body.get("version")
-        if isinstance(app, str) and isinstance(version, str) and app in self.live:
+        if isinstance(app, str) and isinstance(version, str):
             await self._load(app, version)
 
     async def _on_item_change(self, body: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from crossrec.client.producer import EventProducer
 from crossrec.client.recommender import Recommender
 from crossrec.rpc.client import RpcClient
 from crossrec.rpc.protocol import JSON, Code, RpcError
+from crossrec.stack import health
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -74,6 +75,25 @@ def trained_app(stack: config.Settings, tmp_path_factory: pytest.TempPathFactory
     result = run_cli("train", "--app", name, "--engine", str(engine))
     assert result.returncode == 0, result.stderr
     return name
+
+
+async def test_a_new_app_is_loaded_when_its_first_model_is_announced(
+    stack: config.Settings, store: RedisStore, trained_app: str
+) -> None:
+    """The query services started before this app existed. Its first model is loaded when the
+    trainer announces it, not by its first requests, which would queue behind the load. This test
+    comes first in the module: no request has named the app yet."""
+    services = orjson.loads(config.stack_file().read_bytes())["services"]
+    queries = {name: pid for name, pid in services.items() if name.startswith("query-service")}
+    live = ModelStore(stack.modelstore).live(trained_app)
+
+    async def versions() -> list[str | None]:
+        beats = [await health.read(store.redis, name, pid) for name, pid in queries.items()]
+        return [(beat or {}).get("versions", {}).get(trained_app) for beat in beats]
+
+    assert queries and live
+    everywhere = [live] * len(queries)
+    assert await eventually(versions, lambda found: found == everywhere) == everywhere
 
 
 async def test_the_same_answer_over_kafka_the_cli_and_http(
