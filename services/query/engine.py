@@ -44,6 +44,10 @@ from crossrec.query.documents import Documents
 from crossrec.query.index import EMPTY, IndicatorIndex, PropertyIndex, distinct, idf
 from crossrec.query.scoring import Plan
 
+# a history's shortlist (scoring.Shortlist) holds the best max(SHORTLIST, SHORTLIST_PAGES *
+# (from + num)) documents: room for a page's worth to be filtered out by later queries
+SHORTLIST, SHORTLIST_PAGES = 64, 4
+
 
 def keep_out_of_gc() -> None:
     """Take every object alive now (a just-loaded model's property dicts, ids and arrays: millions
@@ -54,20 +58,29 @@ def keep_out_of_gc() -> None:
     gc.freeze()
 
 
+def _clauses(plan: Plan) -> int:
+    return sum(len(terms) for terms in plan.terms.values())
+
+
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
 def _memoized(memo: dict[Any, Any] | None, key: Any, make: Callable[[], Any]) -> Any:
-    """make(), kept in `memo` under `key` (no memo: made each time). A memo holds a few keys:
-    older ones (another model version, fewer documents) are dropped with the rest."""
+    """make(), kept in `memo` under `key` (no memo: made each time)."""
     if memo is None:
         return make()
     if key not in memo:
-        if len(memo) >= 8:
-            memo.clear()
-        memo[key] = make()
+        _remember(memo, key, make())
     return memo[key]
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """A memo holds a few keys: older ones (another model version, fewer documents) are dropped
+    with the rest."""
+    if len(memo) >= 8 and key not in memo:
+        memo.clear()
+    memo[key] = value
 
 
 class Engine:
@@ -144,6 +157,7 @@ class Engine:
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
         for k, values in used:
             plan.indicator(k, self.indicators[k], values, user_bias)
+        from_history = _clauses(plan)
         if query.item is not None:
             doc = int(self.documents.index([query.item])[0])
             item_bias = _first(query.item_bias, config.item_bias, 1.0)
@@ -164,12 +178,18 @@ class Engine:
         listed: set[str] = set()
         if memo is None:  # checked against the best documents' ids only (_best)
             listed.update(blacklisted)
-        else:  # their documents, looked up once per history (and document count)
-            key = ("listed", self.model.version, self.documents.n)
-            plan.must_not.append(
-                _memoized(memo, key, lambda: self._documents_of(list(blacklisted)))
-            )
-        return self._page(query, plan, self._mask(query, plan, now_ms), listed)
+            return self._page(query, plan, self._mask(query, plan, now_ms), listed)
+        # their documents, looked up once per history (and document count)
+        key = ("listed", self.model.version, self.documents.n)
+        excluded = _memoized(memo, key, lambda: self._documents_of(list(blacklisted)))
+        plan.must_not.append(excluded)
+        where = self._mask(query, plan, now_ms)
+        if not plan.terms or _clauses(plan) > from_history or plan.postings or plan.must:
+            return self._page(query, plan, where, listed)
+        # scored from the history alone (filters that only drop documents aside): the page can
+        # come from the shortlist of the history's scores (scoring.Shortlist)
+        key = ("shortlist", self.model.version, self.documents.n, frozenset(allowed), user_bias)
+        return self._page(query, plan, where, listed, shortlist=(memo, key, excluded))
 
     def _used(
         self,
@@ -251,22 +271,47 @@ class Engine:
             return scoring.Filter(mask, scoring.NONE)
         return scoring.Filter(mask, excluded)
 
-    def _page(self, query: Query, plan: Plan, where: scoring.Filter, listed: set[str]) -> Result:
+    def _page(
+        self,
+        query: Query,
+        plan: Plan,
+        where: scoring.Filter,
+        listed: set[str],
+        shortlist: tuple[dict[Any, Any], Any, np.ndarray] | None = None,
+    ) -> Result:
         """The page; `listed`: blacklisted ids (of the user's history), checked on the best
-        documents only, unless the page needs backfill (then every one is looked up)."""
+        documents only, unless the page needs backfill (then every one is looked up).
+        `shortlist`: (memo, key, the history's blacklisted documents) where the plan scores the
+        history alone: the page comes from the memo's shortlist when it can tell, and a
+        shortlist is made (and kept) when there is none."""
         docs = self.documents
         start = query.from_
         stop = start + _first(query.num, self.config.num)
-        scores = None
-        top, top_scores = scoring.NONE, np.zeros(0)
-        if plan:
+        scores, short = None, None
+        picked: tuple[np.ndarray, np.ndarray] | None = None
+        if shortlist is not None:
+            memo, key, blacklist = shortlist
+            short = memo.get(key)
+            if short is not None:
+                picked = short.page(where, stop, docs.id_rank, docs.rank_keys)
+        if picked is None and plan:
             scores = scoring.accumulate(plan, self.indicators, docs.n, self._scratch)
-            where.apply(scores)
-            top, top_scores = self._best(scores, stop, listed)
+            if shortlist is not None:
+                scores[blacklist] = 0
+                size = max(SHORTLIST, SHORTLIST_PAGES * stop)
+                short = scoring.Shortlist.of(scores, size, docs.id_rank, docs.rank_keys, docs.order)
+                _remember(memo, key, short)
+                picked = short.page(where, stop, docs.id_rank, docs.rank_keys)
+            if picked is None:
+                where.apply(scores)
+                picked = self._best(scores, stop, listed)
+        top, top_scores = picked if picked is not None else (scoring.NONE, np.zeros(0))
         if len(top) < stop and not self.collab:
             if listed:
                 more = self._documents_of(listed)
                 where = scoring.Filter(where.mask, np.concatenate([where.excluded, more]))
+            if scores is None and short is not None:  # complete: every positive document
+                where = scoring.Filter(where.mask, np.concatenate([where.excluded, short.docs]))
             fill = scoring.backfill(docs.order, where, scores, stop - len(top))
             top = np.concatenate([top, fill])
             top_scores = np.concatenate([top_scores, np.zeros(len(fill))])

@@ -215,13 +215,59 @@ def best(
         else:
             keep = rounded >= kth
         found, rounded = found[keep], rounded[keep]
-    keys = [id_rank[found], *(key[found] for key in reversed(rank_keys)), -rounded]
-    top = np.lexsort(keys)[:k]
+    top = _in_total_order(found, rounded, id_rank, rank_keys)[:k]
     found, rounded = found[top].astype(np.int64), rounded[top]
     if len(tied):
         found = np.concatenate([found, tied])
         rounded = np.concatenate([rounded, np.round(scores[tied], DECIMALS)])
     return found, rounded
+
+
+def _in_total_order(
+    found: np.ndarray, rounded: np.ndarray, id_rank: np.ndarray, rank_keys: list[np.ndarray]
+) -> np.ndarray:
+    """Positions of `found` (rounded scores `rounded`) in the total order: score desc, then each
+    ranking in configured order, then id."""
+    return np.lexsort([id_rank[found], *(key[found] for key in reversed(rank_keys)), -rounded])
+
+
+class Shortlist(NamedTuple):
+    """The best documents of a history's scores in the total order, before any filter of the
+    query's own (its history's blacklist applied), with their rounded scores. The engine keeps
+    one in a cached history's memo: its next queries read their page from it instead of
+    scoring every document again. `complete`: every document with a positive score is here."""
+
+    docs: np.ndarray
+    rounded: np.ndarray
+    complete: bool
+
+    @classmethod
+    def of(
+        cls,
+        scores: np.ndarray,
+        size: int,
+        id_rank: np.ndarray,
+        rank_keys: list[np.ndarray],
+        order: np.ndarray,
+    ) -> Shortlist:
+        docs, rounded = best(scores, size, id_rank, rank_keys, order)
+        return cls(docs, rounded, len(docs) < size)
+
+    def page(
+        self, where: Filter, k: int, id_rank: np.ndarray, rank_keys: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """best() of the scores filtered by `where`, from the shortlist alone; None when it cannot
+        tell. Every document outside scores at most the shortlist's least score, so the
+        candidates scoring above it come first in the total order whatever lies outside: enough
+        of them (k) make the page; fewer, only if the shortlist is complete."""
+        ok = where.passes(self.docs)
+        if not self.complete:
+            ok &= self.rounded > self.rounded.min()
+            if np.count_nonzero(ok) < k:
+                return None
+        found, rounded = self.docs[ok], self.rounded[ok]
+        top = _in_total_order(found, rounded, id_rank, rank_keys)[:k]
+        return found[top], rounded[top]
 
 
 def _in_order(order: np.ndarray, wanted: Callable[[np.ndarray], np.ndarray], k: int) -> np.ndarray:

@@ -4,6 +4,7 @@ random models, queries and real-time property changes; hand-checked scores from 
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from hypothesis.control import currently_in_test_context
 
 from crossrec.core.config import FieldRule
 from crossrec.core.query import DateRange, InvalidQuery, Query, parse_query
+from crossrec.query import engine as engine_module
 from crossrec.query.engine import Engine
 from crossrec.trainer.build import build_model as train_model
 from crossrec.trainer.data import from_columns
@@ -49,7 +51,7 @@ def assert_same(engine: Engine, ref: Reference, q: Query, history, now=NOW, memo
 
 
 @st.composite
-def engine_params(draw):
+def engine_params(draw, history_only=False):
     pick = draw(st.sampled_from(["indicators", "eventNames"]))
     caps = st.none() | st.integers(1, 6)
     if pick == "indicators":
@@ -95,11 +97,13 @@ def engine_params(draw):
     params["returnSelf"] = draw(st.booleans())
     params["num"] = draw(st.integers(1, 8))
     params["recsModel"] = draw(st.sampled_from(["all", "all", "collabFiltering", "backfill"]))
-    params["fields"] = draw(st.lists(rules(), max_size=2))
+    params["fields"] = draw(st.lists(rules(history_only), max_size=2))
+    if history_only and params.get("userBias", 1) <= 0:
+        del params["userBias"]
     return params
 
 
-def rules():
+def rules(excludes_only=False):
     pools = {
         "color": COLORS, "size": SIZES, "n": ["1", "2", "3"], "flag": ["true", "false"],
         "id": ["i00", "i01", "i02", "p0", "new1", "zz"], "buy": ["i00", "i01", "i03", "zz"],
@@ -110,7 +114,9 @@ def rules():
             {
                 "name": st.just(name),
                 "values": st.lists(st.sampled_from(pools[name]), min_size=1, max_size=3),
-                "bias": st.sampled_from([-1.0, 0.0, 0.5, 2.0, 20.0]),
+                "bias": st.just(0.0)
+                if excludes_only
+                else st.sampled_from([-1.0, 0.0, 0.5, 2.0, 20.0]),
             }
         )
     )
@@ -141,8 +147,8 @@ def property_dicts():
 
 
 @st.composite
-def scenarios(draw):
-    cfg = config(draw(engine_params()))
+def scenarios(draw, history_only=False):
+    cfg = config(draw(engine_params(history_only)))
     items = [f"i{k:02d}" for k in range(draw(st.integers(1, 12)))]
     if draw(st.booleans()):
         items.append("é 1")
@@ -172,20 +178,22 @@ def scenarios(draw):
 
 
 @st.composite
-def queries(draw, items):
+def queries(draw, items, history_only=False):
+    """A random query and history; `history_only`: one scored from the user's history alone
+    (the engine's shortlist), with filters that only drop documents."""
     ids = st.sampled_from([*items, "p0", "new1", "c0", *UNKNOWN])
     q = {}
-    if draw(st.booleans()):
+    if history_only or draw(st.booleans()):
         q["user"] = "u"
-    for key in ("userBias", "itemBias", "itemSetBias"):
+    for key in ("userBias",) if history_only else ("userBias", "itemBias", "itemSetBias"):
         if draw(st.integers(0, 3)) == 0:
-            q[key] = draw(st.sampled_from([-1.0, 0.0, 0.5, 3.0]))
-    if draw(st.booleans()):
+            q[key] = draw(st.sampled_from([0.5, 3.0] if history_only else [-1.0, 0.0, 0.5, 3.0]))
+    if not history_only and draw(st.booleans()):
         q["item"] = draw(ids)
-    if draw(st.integers(0, 3)) == 0:
+    if not history_only and draw(st.integers(0, 3)) == 0:
         q["itemSet"] = draw(st.lists(ids, max_size=3))
     if draw(st.booleans()):
-        q["fields"] = draw(st.lists(rules(), max_size=3))
+        q["fields"] = draw(st.lists(rules(history_only), max_size=3))
     if draw(st.integers(0, 3)) == 0:
         rng = {"name": draw(st.sampled_from(["date", "available", "nope"]))}
         after, before = draw(st.sampled_from([None, *DAYS])), draw(st.sampled_from([None, *DAYS]))
@@ -221,6 +229,52 @@ def queries(draw, items):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_engine_matches_the_reference(data):
+    check_against_the_reference(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_short_shortlists_still_match_the_reference(data):
+    """A memo's shortlist holds at least 64 documents, more than these models have: here it
+    holds 1-3 pages, so that filters and blacklists often leave too few of its documents, or
+    too few above its least score, and the page must come from scoring every document."""
+    pages = data.draw(st.integers(1, 3))
+    with (
+        patch.object(engine_module, "SHORTLIST", 1),
+        patch.object(engine_module, "SHORTLIST_PAGES", pages),
+    ):
+        check_against_the_reference(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_shortlists_match_the_reference(data):
+    """Queries scored from the history alone read their page from the memo's shortlist (1-3
+    pages long here: these models hold a dozen documents, the engine's shortlists 64): each
+    history is asked several different pages, filters and dates through one memo, before and
+    after property changes."""
+    pages = data.draw(st.integers(1, 3))
+    model, updates, items = data.draw(scenarios(history_only=True))
+    engine, ref = Engine(model), Reference(model)
+    with (
+        patch.object(engine_module, "SHORTLIST", 1),
+        patch.object(engine_module, "SHORTLIST_PAGES", pages),
+    ):
+        asked = [(data.draw(queries(items, history_only=True))[1], {}) for _ in range(2)]
+        for history, memo in asked:
+            for _ in range(4):
+                q, _ = data.draw(queries(items, history_only=True))
+                assert_same(engine, ref, q, history, memo=memo)
+            event(f"shortlist kept: {any(k[0] == 'shortlist' for k in memo)}")
+        engine.update_many(dict(updates))
+        for item, props in dict(updates).items():
+            ref.update(item, props)
+        for history, memo in asked:  # documents added meanwhile count
+            q, _ = data.draw(queries(items, history_only=True))
+            assert_same(engine, ref, q, history, memo=memo)
+
+
+def check_against_the_reference(data):
     model, updates, items = data.draw(scenarios())
     engine, ref = Engine(model), Reference(model)
     asked = [data.draw(queries(items)) for _ in range(3)]
