@@ -12,7 +12,9 @@ history (for `journey`: a household's distinct targets per event, newest first, 
 event as the ingest keeps them) and its times, as the query service passes them (so the newest
 maxQueryEvents over all indicators are picked by time), item queries, user queries with a boost
 and an exclude rule, and user queries with an include-only filter. Reports p50 / p99 / mean per
-kind and overall, and queries/s of one thread; writes loadtest/results/engine.json.
+kind and overall, and queries/s of one thread; then the user queries through a memo per history,
+as the query service's history cache keeps one, all once and all again (`returning_user_ms`:
+"again" is a returning user's query); writes loadtest/results/engine.json.
 
     python -m loadtest.bench_engine [--queries 5000] [--models journey synthetic]
 """
@@ -268,6 +270,9 @@ def run(name: str, n: int) -> dict:
         results += len(result.item_scores)
         backfilled += result.backfill
     wall = clock() - began
+    returning = memo_latency(
+        engine, [(q, h, t) for k, q, h, t in queries[200:] if k == "user"], now_ms
+    )
     update = update_latency(engine, model)
     everything = np.concatenate([np.asarray(v) for v in times.values()]) * 1000
     history_sizes = [sum(len(v) for v in h.values()) for _, q, h, _ in queries if q.user]
@@ -290,12 +295,31 @@ def run(name: str, n: int) -> dict:
         "queries_per_s": round(n / wall),
         "mean_results": round(results / n, 2),
         "backfill_share": round(backfilled / n, 3),
+        "returning_user_ms": returning,
         "update_properties_ms": update,
         "model_build_s": round(model_s, 2),
         "engine_build_s": round(build_s, 2),
         "engine_mb": round(engine.nbytes() / 2**20, 1),
         "engine_rss_mb": round(rss_engine),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def memo_latency(engine: Engine, asked: list[tuple[Query, dict, list | None]], now_ms: int) -> dict:
+    """User queries through a memo per history, as the query service's history cache keeps
+    one: every query once (each history's first query derives the memo: "first"), then every
+    query again ("again": a returning user's)."""
+    memos: dict[int, dict] = {}
+    first, again = [], []
+    for timed in (first, again):
+        for q, h, t in asked:
+            memo = memos.setdefault(id(h), {})
+            t0 = time.perf_counter()
+            engine.recommend(q, h, now_ms, times=t, memo=memo)
+            timed.append(time.perf_counter() - t0)
+    return {
+        "first": summary(np.asarray(first) * 1000),
+        "again": summary(np.asarray(again) * 1000),
     }
 
 

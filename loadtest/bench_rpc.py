@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import subprocess
@@ -111,7 +112,7 @@ async def run_phase(
     role used during the measured part."""
     latencies: list[tuple[float, float, float]] = []  # (start offset, seconds, epoch start)
     errors: dict[str, int] = {}
-    tasks = []
+    tasks: set[asyncio.Task] = set()  # those still running: finished ones are let go
 
     async def one(n: int, started: float) -> None:
         t0, at = time.perf_counter(), time.time()
@@ -132,7 +133,9 @@ async def run_phase(
             await asyncio.sleep(delay)
         if cpu_from is None and n >= rate * warmup:
             cpu_from = meter.read()
-        tasks.append(asyncio.create_task(one(n, started)))
+        task = asyncio.create_task(one(n, started))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
     sent = time.perf_counter() - started  # how fast the generator kept up with the rate
     cores = CpuMeter.cores(cpu_from or meter.read(), meter.read())
     await asyncio.gather(*tasks)
@@ -198,12 +201,15 @@ async def bench(
             RpcClient(settings, request_topic=settings.topic(ECHO_TOPIC)) as echo,
             Recommender(settings, timeout=5) as rec,
         ):
-            # requests on every partition, so each server process has joined its group and each
-            # query service has loaded the model (it does so on its first request)
+            # both answer (the echo servers have joined their group; the query services load
+            # the model when `crossrec train` announces it)
             await asyncio.gather(*(echo.call(ECHO, b"ready?", timeout=60) for _ in range(40)))
             await asyncio.gather(
                 *(rec.recommend(APP, {"user": h}, timeout=60) for h in households[:40])
             )
+            # the generator's own long-lived objects (modules, the stack's clients) out of the
+            # collector's walks: its full collections would pause sends and replies alike
+            gc.freeze()
 
             async def ask_echo(n: int) -> object:
                 return await echo.call(ECHO, b"x" * 64, timeout=5)
