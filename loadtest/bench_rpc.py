@@ -112,6 +112,7 @@ async def run_phase(
     role used during the measured part."""
     latencies: list[tuple[float, float, float]] = []  # (start offset, seconds, epoch start)
     errors: dict[str, int] = {}
+    failed: list[tuple[float, str]] = []  # (epoch start, error) of every failed request
     tasks: set[asyncio.Task] = set()  # those still running: finished ones are let go
 
     async def one(n: int, started: float) -> None:
@@ -121,6 +122,7 @@ async def run_phase(
         except Exception as exc:
             kind = getattr(getattr(exc, "code", None), "name", type(exc).__name__)
             errors[kind] = errors.get(kind, 0) + 1
+            failed.append((at, kind))
             return
         latencies.append((t0 - started, time.perf_counter() - t0, at))
 
@@ -151,6 +153,7 @@ async def run_phase(
         "cores": cores,
         "latencies": values,
         "timeline": sorted(measured),  # (epoch s at the start, ms) per request: --timeline
+        "failed": failed,  # (epoch s at the start, error), warm-up included: --timeline
     }
 
 
@@ -228,6 +231,11 @@ async def bench(
                         {"rate": rate, "kind": w["phase"], "t": round(at, 4), "ms": round(ms, 2)}
                         for w in windows
                         for at, ms in w["timeline"]
+                    ]
+                    timeline += [
+                        {"rate": rate, "kind": w["phase"], "t": round(at, 4), "error": error}
+                        for w in windows
+                        for at, error in w["failed"]
                     ]
                 print(orjson.dumps({k: results[-1][k] for k in SHOWN}).decode(), flush=True)
     finally:
@@ -340,7 +348,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5, help="seconds before each window")
     parser.add_argument("--query-processes", type=int, default=2)
     parser.add_argument(
-        "--timeline", type=Path, help="also write every measured request (start, ms) here, JSONL"
+        "--timeline",
+        type=Path,
+        help="also write every measured request (start, ms) and every failed one (start, error)"
+        " here, JSONL",
     )
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
