@@ -151,8 +151,8 @@ class Engine:
         one per cached history), where what the engine derives from the history is kept for the
         next query of it."""
         config, plan = self.config, Plan()
-        allowed = self._allowed_events(query)
-        key = ("used", self.model.version, frozenset(allowed))  # vocabularies never change
+        allowed = frozenset(self._allowed_events(query))
+        key = ("used", self.model.version, allowed)  # vocabularies never change
         used = _memoized(memo, key, lambda: self._used(allowed, history, times))
         user_bias = _first(query.user_bias, config.user_bias, 1.0)
         for k, values in used:
@@ -175,21 +175,19 @@ class Engine:
             self._rule(plan, rule)
         plan.must_not.append(self._excluded(query))
         blacklisted = chain.from_iterable(history.get(n, ()) for n in self._blacklist_events)
-        listed: set[str] = set()
         if memo is None:  # checked against the best documents' ids only (_best)
-            listed.update(blacklisted)
-            return self._page(query, plan, self._mask(query, plan, now_ms), listed)
+            return self._page(query, plan, self._mask(query, plan, now_ms), set(blacklisted))
         # their documents, looked up once per history (and document count)
         key = ("listed", self.model.version, self.documents.n)
         excluded = _memoized(memo, key, lambda: self._documents_of(list(blacklisted)))
         plan.must_not.append(excluded)
         where = self._mask(query, plan, now_ms)
         if not plan.terms or _clauses(plan) > from_history or plan.postings or plan.must:
-            return self._page(query, plan, where, listed)
+            return self._page(query, plan, where, set())
         # scored from the history alone (filters that only drop documents aside): the page can
         # come from the shortlist of the history's scores (scoring.Shortlist)
-        key = ("shortlist", self.model.version, self.documents.n, frozenset(allowed), user_bias)
-        return self._page(query, plan, where, listed, shortlist=(memo, key, excluded))
+        key = ("shortlist", self.model.version, self.documents.n, allowed, user_bias)
+        return self._page(query, plan, where, set(), shortlist=(memo, key, excluded))
 
     def _used(
         self,

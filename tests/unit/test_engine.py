@@ -3,7 +3,9 @@ random models, queries and real-time property changes; hand-checked scores from 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from unittest.mock import patch
 
 import numpy as np
@@ -232,17 +234,23 @@ def test_engine_matches_the_reference(data):
     check_against_the_reference(data)
 
 
+@contextlib.contextmanager
+def shortlists_of(pages: int) -> Iterator[None]:
+    """The engine's shortlists `pages` pages long (from + num each), without its minimum."""
+    with (
+        patch.object(engine_module, "SHORTLIST", 1),
+        patch.object(engine_module, "SHORTLIST_PAGES", pages),
+    ):
+        yield
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_short_shortlists_still_match_the_reference(data):
     """A memo's shortlist holds at least 64 documents, more than these models have: here it
     holds 1-3 pages, so that filters and blacklists often leave too few of its documents, or
     too few above its least score, and the page must come from scoring every document."""
-    pages = data.draw(st.integers(1, 3))
-    with (
-        patch.object(engine_module, "SHORTLIST", 1),
-        patch.object(engine_module, "SHORTLIST_PAGES", pages),
-    ):
+    with shortlists_of(data.draw(st.integers(1, 3))):
         check_against_the_reference(data)
 
 
@@ -256,10 +264,7 @@ def test_shortlists_match_the_reference(data):
     pages = data.draw(st.integers(1, 3))
     model, updates, items = data.draw(scenarios(history_only=True))
     engine, ref = Engine(model), Reference(model)
-    with (
-        patch.object(engine_module, "SHORTLIST", 1),
-        patch.object(engine_module, "SHORTLIST_PAGES", pages),
-    ):
+    with shortlists_of(pages):
         asked = [(data.draw(queries(items, history_only=True))[1], {}) for _ in range(2)]
         for history, memo in asked:
             for _ in range(4):
